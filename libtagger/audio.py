@@ -1,0 +1,311 @@
+"""Decode any audio file to 16 kHz mono, cut it into windows, and compute log-mel patches.
+
+Decoding uses PyAV (FFmpeg) for every format. Each channel is resampled to the model's rate
+and the channels are then averaged, as librosa does when musicnn's training data was made
+(libswresample's own downmix is about 3 dB louder and shifts the model's outputs).
+
+A *window* is the audio one CNN patch sees: ``patch_frames`` STFT frames, computed without
+centring, so a window needs ``(patch_frames - 1) * hop + n_fft`` samples and consecutive
+windows start ``patch_frames * hop`` samples apart (3 s at 16 kHz for musicnn).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import av
+import librosa
+import numpy as np
+
+from libtagger.errors import DecodeError
+
+# File name endings treated as audio when walking a folder.
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".alac", ".wav",
+     ".wave", ".aif", ".aiff", ".aifc", ".wma", ".ape", ".wv", ".mpc", ".dsf", ".webm", ".mka"}
+)
+
+
+# Audio quieter than this (RMS, dBFS) is treated as silence and does not vote.
+SILENCE_DBFS = -60.0
+# Seconds decoded and dropped before a seek target, so the decoder and resampler settle.
+SEEK_PREROLL = 0.3
+# After this many undecodable packets in a row the file is given up as corrupt.
+MAX_CONSECUTIVE_ERRORS = 50
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """The log-mel parameters a model was trained with (from its sidecar)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    patch_frames: int = 187
+
+    @property
+    def window_samples(self) -> int:
+        """Samples one patch needs with an un-centred STFT."""
+        return (self.patch_frames - 1) * self.hop_length + self.n_fft
+
+    @property
+    def window_stride(self) -> int:
+        """Samples between the starts of two consecutive, non-overlapping windows."""
+        return self.patch_frames * self.hop_length
+
+    @property
+    def window_seconds(self) -> float:
+        """Duration of audio one window covers, in seconds."""
+        return self.window_stride / self.sample_rate
+
+    @cached_property
+    def mel_basis(self) -> np.ndarray:
+        """Slaney-style mel filterbank, librosa's defaults, [n_mels, 1 + n_fft // 2]."""
+        return librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+
+    def log_mel(self, windows: np.ndarray) -> np.ndarray:
+        """Log-compressed mel patches [n, patch_frames, n_mels] from windows [n, window_samples].
+
+        The mel power is rounded to float16 first, as in training, and the log is taken in
+        float32: ``10000 * mel`` in float16 overflows to inf for loud audio.
+        """
+        windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
+        spectrum = librosa.stft(
+            windows, n_fft=self.n_fft, hop_length=self.hop_length, center=False
+        )
+        power = np.abs(spectrum) ** 2
+        mel = np.matmul(self.mel_basis, power)
+        mel = mel.astype(np.float16).astype(np.float32)
+        return np.log10(10000.0 * mel + 1.0).transpose(0, 2, 1)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about a file's audio before decoding it."""
+
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of 16 kHz mono audio, ``start`` seconds into the track."""
+
+    start: float
+    samples: np.ndarray
+
+    @property
+    def rms_dbfs(self) -> float:
+        """Loudness of the window as RMS in dB relative to full scale."""
+        rms = float(np.sqrt(np.mean(np.square(self.samples, dtype=np.float64))))
+        return 20.0 * np.log10(max(rms, 1e-10))
+
+    @property
+    def silent(self) -> bool:
+        """True when the window is too quiet to say anything about genre."""
+        return self.rms_dbfs < SILENCE_DBFS
+
+
+class AudioFile:
+    """An open audio file: probe it, then read sampled windows or stream all of them.
+
+    Opened through a Python file object so that any file name works, including ones that are
+    not valid UTF-8. Use as a context manager.
+
+    Raises:
+        DecodeError: the file cannot be opened, is empty, or holds no decodable audio.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], frontend: FrontEnd) -> None:
+        self.path = os.fspath(path)
+        self.frontend = frontend
+        self.decode_errors = 0
+        self.decoded_seconds = 0.0
+        """Seconds of audio :meth:`iter_windows` decoded (the true length of a full read)."""
+        self._first_error: str | None = None
+        try:
+            self._file: io.BufferedReader = open(self.path, "rb")  # noqa: SIM115
+        except IsADirectoryError:
+            raise DecodeError(path, "is a directory, not an audio file") from None
+        except OSError as exc:
+            raise DecodeError(path, f"cannot open: {exc.strerror or exc}") from exc
+        try:
+            if os.fstat(self._file.fileno()).st_size == 0:
+                raise DecodeError(path, "empty file (0 bytes)")
+            try:
+                self._container = av.open(self._file, mode="r", metadata_errors="ignore")
+            except (av.FFmpegError, ValueError, OSError) as exc:
+                raise DecodeError(path, f"not a readable audio file ({_reason(exc)})") from exc
+            if not self._container.streams.audio:
+                self._container.close()
+                raise DecodeError(path, "contains no audio stream")
+        except BaseException:
+            self._file.close()
+            raise
+        self._stream = self._container.streams.audio[0]
+        self._stream.thread_type = "AUTO"
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the container and the underlying file."""
+        try:
+            self._container.close()
+        finally:
+            self._file.close()
+
+    @property
+    def info(self) -> AudioInfo:
+        """Codec, rate, channels and duration as the container reports them."""
+        stream = self._stream
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / av.time_base
+        return AudioInfo(
+            codec=stream.codec_context.name,
+            sample_rate=stream.codec_context.sample_rate or 0,
+            channels=stream.codec_context.channels or 0,
+            duration=duration if duration and duration > 0 else None,
+        )
+
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """Decoded frames from the current position, skipping packets that fail to decode."""
+        consecutive = 0
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError) as exc:
+                # A demuxer error mid-file: treat what came before as the whole file.
+                self.decode_errors += 1
+                self._first_error = self._first_error or _reason(exc)
+                return
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, ValueError) as exc:
+                self.decode_errors += 1
+                consecutive += 1
+                self._first_error = self._first_error or _reason(exc)
+                if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                    return
+                continue
+            consecutive = 0
+            yield from frames
+
+    def _mono(self, start_hint: float) -> Iterator[tuple[float, np.ndarray]]:
+        """(start seconds, 16 kHz mono float32 samples) chunks from the current position."""
+        resampler = av.AudioResampler(format="fltp", rate=self.frontend.sample_rate)
+        position: float | None = None
+        for frame in self._frames():
+            if position is None:
+                position = frame.time if frame.time is not None else start_hint
+            for out in resampler.resample(frame):
+                chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
+                yield position, chunk
+                position += len(chunk) / self.frontend.sample_rate
+        if position is not None:
+            for out in resampler.resample(None):
+                chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
+                yield position, chunk
+                position += len(chunk) / self.frontend.sample_rate
+
+    def iter_windows(self) -> Iterator[Window]:
+        """Every non-overlapping window of the whole file, in order, streaming.
+
+        Memory stays at a few windows however long the file is. The last, partial window is
+        kept when it holds at least a third of a window; audio shorter than one window is
+        repeat-padded to a full window (as in training).
+        """
+        fe = self.frontend
+        buffer = np.zeros(0, dtype=np.float32)
+        offset = 0  # samples consumed before buffer[0]
+        emitted = 0
+        total = 0
+        for _, chunk in self._mono(0.0):
+            total += len(chunk)
+            self.decoded_seconds = total / fe.sample_rate
+            buffer = np.concatenate([buffer, chunk])
+            while len(buffer) >= fe.window_samples:
+                yield Window(offset / fe.sample_rate, buffer[: fe.window_samples].copy())
+                emitted += 1
+                buffer = buffer[fe.window_stride :]
+                offset += fe.window_stride
+        if emitted == 0 and len(buffer) == 0:
+            reason = self._first_error
+            raise DecodeError(
+                self.path,
+                f"no decodable audio ({reason})" if reason else "no decodable audio",
+            )
+        if len(buffer) and (emitted == 0 or len(buffer) >= fe.window_samples // 3):
+            yield Window(offset / fe.sample_rate, _repeat_pad(buffer, fe.window_samples))
+
+    def read_windows_at(self, starts: Sequence[float]) -> list[Window]:
+        """Seek to each start (seconds) and decode just one window there.
+
+        Windows that cannot be read (a seek past the real end of a truncated file) are left
+        out; the caller falls back to :meth:`iter_windows` when none could be read.
+        """
+        fe = self.frontend
+        stream = self._stream
+        windows: list[Window] = []
+        for start in starts:
+            target = max(0.0, start - SEEK_PREROLL)
+            try:
+                self._container.seek(int(target / stream.time_base), stream=stream)
+            except (av.FFmpegError, OSError):
+                continue
+            pieces: list[np.ndarray] = []
+            have = 0
+            actual_start: float | None = None
+            for position, chunk in self._mono(target):
+                if actual_start is None:
+                    skip = int(round((start - position) * fe.sample_rate))
+                    if skip >= len(chunk):
+                        continue
+                    skip = max(skip, 0)
+                    actual_start = position + skip / fe.sample_rate
+                    chunk = chunk[skip:]
+                pieces.append(chunk)
+                have += len(chunk)
+                if have >= fe.window_samples:
+                    break
+            if actual_start is not None and have >= fe.window_samples:
+                samples = np.concatenate(pieces)[: fe.window_samples]
+                windows.append(Window(actual_start, samples))
+        return windows
+
+
+def _repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:
+    """Tile short audio until it fills ``length`` samples."""
+    reps = -(-length // len(samples))
+    return np.tile(samples, reps)[:length]
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, human reason from an FFmpeg or OS error."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '", 1)[0].strip() or type(exc).__name__
+
+
+def find_audio(root: str | os.PathLike[str]) -> Iterator[str]:
+    """Audio files under ``root`` by extension, sorted, hidden files and folders skipped."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                yield os.path.join(folder, name)

@@ -1,0 +1,294 @@
+"""Classify one audio file: choose windows, decode them, run the CNNs, vote.
+
+:class:`Classifier` loads the models once and is reused for every file (one per worker
+process). :func:`classify_many` runs a pool of such workers over many files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from libtagger.audio import AudioFile, Window
+from libtagger.config import Config
+from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError
+from libtagger.model import Model
+from libtagger.vote import GenreScore, Vocabulary, vote
+
+# Tracks shorter than this many windows' worth of audio are decoded whole: seeking would
+# save little and the windows would overlap.
+FULL_DECODE_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One window of the timeline: where it is and what it sounded like."""
+
+    start: float
+    end: float
+    silent: bool
+    genres: list[GenreScore]
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """Everything classification learned about one file."""
+
+    path: str
+    duration: float | None
+    model: str
+    genres: list[GenreScore]
+    windows: int
+    """Windows classified (silent ones included)."""
+    voting_windows: int
+    """Windows that were loud enough to vote."""
+    tags: dict[str, float]
+    """Mean probability of every model tag over voting windows, best first."""
+    timeline: list[WindowResult] | None = None
+    embeddings: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """Per-window CNN embeddings [windows, dims], the models' concatenated."""
+    decode_errors: int = 0
+
+    @property
+    def silent(self) -> bool:
+        """True when no window was loud enough to vote."""
+        return self.windows > 0 and self.voting_windows == 0
+
+    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (the ``--json`` output)."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "genres": [_genre_dict(g) for g in self.genres],
+            "duration": None if self.duration is None else round(self.duration, 3),
+            "windows": self.windows,
+            "voting_windows": self.voting_windows,
+            "model": self.model,
+        }
+        if self.silent:
+            out["silent"] = True
+        if self.decode_errors:
+            out["decode_errors"] = self.decode_errors
+        if timeline and self.timeline is not None:
+            out["timeline"] = [
+                {
+                    "start": round(w.start, 3),
+                    "end": round(w.end, 3),
+                    "silent": w.silent,
+                    "genre": w.genres[0].genre if w.genres else None,
+                    "score": w.genres[0].score if w.genres else None,
+                    "genres": [{"genre": g.genre, "score": g.score} for g in w.genres],
+                }
+                for w in self.timeline
+            ]
+        return out
+
+
+def _genre_dict(g: GenreScore) -> dict[str, Any]:
+    return {"genre": g.genre, "score": g.score, "confidence": g.confidence}
+
+
+class Classifier:
+    """The models, the vocabulary and the window policy, loaded once.
+
+    Raises:
+        ModelError: a model cannot be loaded or the models disagree on their front-end.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        settings = config.classifier
+        self.models = [Model(name, threads=settings.threads) for name in settings.models]
+        frontends = {m.info.frontend for m in self.models}
+        if len(frontends) != 1:
+            raise ModelError("the configured models expect different audio front-ends")
+        self.frontend = frontends.pop()
+        self.vocabulary = Vocabulary(dict(config.genres), [m.info.labels for m in self.models])
+        if len(self.vocabulary.unmapped()) == len(self.vocabulary.genres):
+            raise ModelError("no genre in [genres] matches any tag of the configured models")
+        self.name = "+".join(m.name for m in self.models)
+
+    def window_starts(self, duration: float) -> list[float]:
+        """Where the sampled windows start: spread evenly, skipping the track's edges."""
+        settings = self.config.classifier
+        length = self.frontend.window_seconds
+        first = duration * settings.edge_skip
+        last = duration * (1.0 - settings.edge_skip) - length
+        if settings.windows == 1 or last <= first:
+            return [max(0.0, (duration - length) / 2)]
+        return [float(t) for t in np.linspace(first, last, settings.windows)]
+
+    def _read_windows(
+        self, path: str | os.PathLike[str], timeline: bool
+    ) -> tuple[list[Window], float | None, int, bool]:
+        """The windows to classify, the duration, decode errors, and whether it is all of them.
+
+        Raises:
+            DecodeError: the file cannot be read as audio.
+        """
+        settings = self.config.classifier
+        with AudioFile(path, self.frontend) as audio:
+            duration = audio.info.duration
+            needed = settings.windows * self.frontend.window_seconds * FULL_DECODE_FACTOR
+            full = timeline or (duration or 0.0) >= settings.timeline_min_duration
+            if not full and duration is not None and duration >= needed:
+                windows = audio.read_windows_at(self.window_starts(duration))
+                if len(windows) >= max(1, settings.windows // 2):
+                    return windows, duration, audio.decode_errors, False
+        # Short audio, unknown duration, a timeline, or seeking failed (a truncated file or a
+        # broken index): read the whole file from the start.
+        with AudioFile(path, self.frontend) as audio:
+            windows = list(audio.iter_windows())
+            errors = audio.decode_errors
+            if duration is None or full:
+                duration = audio.decoded_seconds
+        if not full:
+            windows = _spread(windows, settings.windows, settings.edge_skip)
+        return windows, duration, errors, full
+
+    def classify(self, path: str | os.PathLike[str], timeline: bool = False) -> TrackResult:
+        """Classify one file.
+
+        Raises:
+            DecodeError: the file cannot be read as audio.
+        """
+        settings = self.config.classifier
+        windows, duration, decode_errors, full = self._read_windows(path, timeline)
+        if not windows:
+            raise DecodeError(path, "no decodable audio")
+
+        probs: list[list[np.ndarray]] = [[] for _ in self.models]
+        embeddings: list[list[np.ndarray]] = [[] for _ in self.models]
+        for i in range(0, len(windows), settings.batch_size):
+            batch = windows[i : i + settings.batch_size]
+            patches = self.frontend.log_mel(np.stack([w.samples for w in batch]))
+            for m, model in enumerate(self.models):
+                p, e = model.predict(patches)
+                probs[m].append(p)
+                embeddings[m].append(e)
+        model_probs = [np.concatenate(p) for p in probs]
+        voting = np.array([not w.silent for w in windows])
+        scores = self.vocabulary.window_scores(model_probs)
+        genres = vote(scores, self.vocabulary.genres, voting, settings.top_k, settings.min_score)
+
+        tag_means: dict[str, float] = {}
+        if voting.any():
+            for model, p in zip(self.models, model_probs, strict=True):
+                for label, value in zip(model.info.labels, p[voting].mean(axis=0), strict=True):
+                    key = label if len(self.models) == 1 else f"{model.name}:{label}"
+                    tag_means[key] = round(float(value), 4)
+        tag_means = dict(sorted(tag_means.items(), key=lambda kv: -kv[1]))
+
+        timeline_out = None
+        if full:
+            length = self.frontend.window_seconds
+            timeline_out = [
+                WindowResult(
+                    start=w.start,
+                    end=min(w.start + length, duration),
+                    silent=bool(w.silent),
+                    genres=[] if w.silent else vote(
+                        scores[j : j + 1], self.vocabulary.genres, None, settings.top_k,
+                        settings.min_score,
+                    ),
+                )
+                for j, w in enumerate(windows)
+            ]
+        return TrackResult(
+            path=os.fspath(path),
+            duration=duration,
+            model=self.name,
+            genres=genres,
+            windows=len(windows),
+            voting_windows=int(voting.sum()),
+            tags=tag_means,
+            timeline=timeline_out,
+            embeddings=np.concatenate([np.concatenate(e) for e in embeddings], axis=1),
+            decode_errors=decode_errors,
+        )
+
+
+def _spread(windows: list[Window], count: int, edge_skip: float) -> list[Window]:
+    """Pick ``count`` windows evenly from the middle of a fully decoded short track."""
+    if len(windows) <= count:
+        return windows
+    lo = int(len(windows) * edge_skip)
+    hi = max(lo, int(np.ceil(len(windows) * (1.0 - edge_skip))) - 1)
+    picks = sorted(set(np.round(np.linspace(lo, hi, count)).astype(int).tolist()))
+    return [windows[i] for i in picks]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be classified, and why."""
+
+    path: str
+    reason: str
+
+
+# One Classifier per worker process, built by the pool initialiser.
+_worker: Classifier | None = None
+
+
+def _init_worker(config: Config) -> None:
+    global _worker  # noqa: PLW0603 - per-process model cache, set once by the initialiser
+    _worker = Classifier(config)
+
+
+def _classify_in_worker(path: str, timeline: bool) -> TrackResult | Failure:
+    assert _worker is not None
+    return classify_or_fail(_worker, path, timeline)
+
+
+def classify_or_fail(classifier: Classifier, path: str, timeline: bool = False) -> TrackResult | Failure:
+    """The forgiving wrapper: a :class:`Failure` instead of an exception for a bad file."""
+    try:
+        return classifier.classify(path, timeline=timeline)
+    except FileError as exc:
+        return Failure(os.fspath(path), exc.reason)
+    except LibtaggerError as exc:
+        return Failure(os.fspath(path), str(exc))
+    except MemoryError:
+        return Failure(os.fspath(path), "out of memory while decoding")
+
+
+def classify_many(
+    paths: Iterable[str],
+    config: Config,
+    jobs: int = 1,
+    timeline: bool = False,
+) -> Iterator[TrackResult | Failure]:
+    """Classify many files, in order, with ``jobs`` worker processes (1: in this process).
+
+    Raises:
+        ModelError: the models cannot be loaded (before any file is tried).
+    """
+    paths = list(paths)
+    if jobs <= 1 or len(paths) <= 1:
+        classifier = Classifier(config)
+        for path in paths:
+            yield classify_or_fail(classifier, path, timeline)
+        return
+    Classifier(config)  # fail fast, in this process, on a model error
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(paths)), initializer=_init_worker, initargs=(config,)
+    ) as pool:
+        futures = [pool.submit(_classify_in_worker, p, timeline) for p in paths]
+        for future in futures:
+            yield future.result()
+
+
+def classify_file(
+    path: str | os.PathLike[str], config: Config | None = None, timeline: bool = False
+) -> TrackResult:
+    """Classify one file with the shipped models (or ``config``'s).
+
+    Raises:
+        DecodeError: the file cannot be read as audio.
+        ModelError: the models cannot be loaded.
+    """
+    return Classifier(config or Config()).classify(path, timeline=timeline)

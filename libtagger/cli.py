@@ -1,0 +1,190 @@
+"""The ``libtagger`` command line: the only module that prints, prompts or exits.
+
+Exit codes: 0 all went well; 1 some files failed (each reported, the rest done);
+2 a usage, configuration or model error stopped the command before it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from libtagger import __version__
+from libtagger.errors import LibtaggerError, display_path
+
+EXIT_FILE_FAILURES = 1
+EXIT_FATAL = 2
+
+class _Commands(click.Group):
+    """The command group; the one place a LibtaggerError becomes a message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LibtaggerError as exc:
+            click.echo(f"libtagger: error: {exc}", err=True)
+            ctx.exit(EXIT_FATAL)
+
+
+def _default_jobs(n_files: int) -> int:
+    return max(1, min(os.cpu_count() or 1, n_files))
+
+
+def _load(ctx: click.Context, models: tuple[str, ...] = (), top: int | None = None):
+    """The config named by --config (or the default one), with command-line overrides."""
+    from libtagger.config import load_config
+
+    config = load_config(ctx.obj["config_path"])
+    changes: dict[str, Any] = {}
+    if models:
+        changes["models"] = models
+    if top is not None:
+        changes["top_k"] = top
+    if changes:
+        config = dataclasses.replace(
+            config, classifier=dataclasses.replace(config.classifier, **changes)
+        )
+    return config
+
+
+def _expand(paths: tuple[str, ...]) -> list[str]:
+    """Files as given; folders replaced by the audio files under them."""
+    from libtagger.audio import find_audio
+
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            out.extend(find_audio(path))
+        else:
+            out.append(path)
+    return out
+
+
+def _format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "?:??"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="libtagger")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $LIBTAGGER_CONFIG or ~/.config/libtagger/config.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Tag a music library with genres, from the audio itself."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")
+@click.option("--windows", is_flag=True, help="Classify every window and show the timeline.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--model", "models", multiple=True, help="Model to use (repeat to combine); overrides config.")
+@click.option("--top", type=click.IntRange(min=1), help="Genres to report per file.")
+@click.pass_context
+def classify(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    as_json: bool,
+    windows: bool,
+    jobs: int | None,
+    models: tuple[str, ...],
+    top: int | None,
+) -> None:
+    """Print the genres of audio files (folders are searched for audio)."""
+    from libtagger.classify import Failure, classify_many
+
+    config = _load(ctx, models, top)
+    files = _expand(paths)
+    failed = 0
+    for result in classify_many(files, config, jobs or _default_jobs(len(files)), windows):
+        if isinstance(result, Failure):
+            failed += 1
+            click.echo(f"error: {display_path(result.path)}: {result.reason}", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps(result.to_dict(timeline=windows), ensure_ascii=False))
+            continue
+        genres = ", ".join(f"{g.genre} {g.score:.2f}" for g in result.genres)
+        if result.silent:
+            genres = "(silent: no genre)"
+        elif not genres:
+            genres = "(no genre above the threshold)"
+        click.echo(f"{display_path(result.path)}\t{genres}")
+        if windows and result.timeline:
+            for w in result.timeline:
+                label = "silence" if w.silent or not w.genres else f"{w.genres[0].genre} {w.genres[0].score:.2f}"
+                click.echo(f"  {_format_time(w.start):>8} - {_format_time(w.end):<8} {label}")
+    if failed:
+        click.echo(f"{failed} of {len(files)} files failed", err=True)
+        sys.exit(EXIT_FILE_FAILURES)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Folder for evaluation.json and confusion.png.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--model", "models", multiple=True, help="Model to use (repeat to combine); overrides config.")
+@click.pass_context
+def evaluate(
+    ctx: click.Context, directory: str, out_dir: str, jobs: int | None, models: tuple[str, ...]
+) -> None:
+    """Measure accuracy on DIRECTORY/<genre>/<file> (folder names are the truth)."""
+    from libtagger.classify import classify_many
+    from libtagger.evaluate import evaluate as run_evaluation
+    from libtagger.evaluate import labelled_files, write_reports
+
+    config = _load(ctx, models)
+    labelled = labelled_files(directory)
+    if not labelled:
+        raise click.UsageError(f"no audio files in {directory}/<genre>/ folders")
+    paths = [p for p, _ in labelled]
+    results = list(classify_many(paths, config, jobs or _default_jobs(len(paths))))
+    report = run_evaluation(labelled, results)
+    json_path, png_path = write_reports(report, out_dir)
+
+    click.echo(f"model: {report.model}")
+    click.echo(f"tracks: {len(report.files)}  failed: {len(report.failures)}")
+    click.echo(f"accuracy: {report.accuracy:.1%}  top-3 accuracy: {report.top3_accuracy:.1%}")
+    click.echo(f"{'genre':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>5}")
+    for genre, m in report.per_genre.items():
+        click.echo(f"{genre:<16}{m['precision']:>10.2f}{m['recall']:>8.2f}{m['f1']:>8.2f}{m['support']:>5}")
+    for failure in report.failures:
+        click.echo(f"error: {display_path(failure.path)}: {failure.reason}", err=True)
+    click.echo(f"wrote {json_path} and {png_path}")
+    if report.failures:
+        sys.exit(EXIT_FILE_FAILURES)
+
+
+@main.command()
+def models() -> None:
+    """List the shipped models with their licence and published accuracy."""
+    from libtagger.model import ModelInfo, model_path, shipped_models
+
+    for name in shipped_models():
+        data = json.loads(model_path(name).with_suffix(".json").read_text(encoding="utf-8"))
+        info = ModelInfo.from_sidecar(data, name)
+        click.echo(
+            f"{info.name:<14} {len(info.labels)} tags, {info.embedding_dim}-d embeddings, "
+            f"ROC-AUC {info.published_roc_auc} on {info.dataset}"
+        )

@@ -1,0 +1,201 @@
+"""Configuration: TOML in, typed frozen objects out. Every default lives in this module.
+
+The file is read once (``load_config``) and the resulting :class:`Config` is passed to whoever
+needs it; nothing here holds global state. ``config.example.toml`` at the repository root
+shows every key with its default (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from libtagger.errors import ConfigError
+
+APP_NAME = "libtagger"
+CONFIG_ENV = "LIBTAGGER_CONFIG"
+
+# Canonical genre name -> the model tags that count as it. Tags are matched case-insensitively
+# against every model's labels; a genre scores the best of its tags.
+DEFAULT_GENRES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    {
+        "Rock": ("rock", "classic rock", "hard rock", "alternative rock", "indie rock",
+                 "progressive rock"),
+        "Pop": ("pop", "indie pop"),
+        "Indie": ("indie", "alternative"),
+        "Electronic": ("electronic", "electronica", "electro", "techno"),
+        "Dance": ("dance",),
+        "House": ("house",),
+        "Hip-Hop": ("hip-hop",),
+        "R&B": ("rnb",),
+        "Soul": ("soul",),
+        "Funk": ("funk",),
+        "Jazz": ("jazz",),
+        "Blues": ("blues",),
+        "Metal": ("metal", "heavy metal"),
+        "Punk": ("punk",),
+        "Folk": ("folk",),
+        "Country": ("country",),
+        "Ambient": ("ambient", "chillout"),
+        "Easy Listening": ("easy listening",),
+        "New Age": ("new age",),
+        "Experimental": ("experimental",),
+        "Classical": ("classical", "classic"),
+        "Opera": ("opera",),
+    }.items()
+)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How tracks are cut into windows and voted into genres."""
+
+    models: tuple[str, ...] = ("msd_musicnn", "mtt_musicnn")
+    """Shipped model names or paths to ``.tflite`` files (with a sidecar); scores are averaged."""
+    windows: int = 8
+    """Windows (3 s each) classified per track, spread over it."""
+    edge_skip: float = 0.1
+    """Fraction of the track skipped at each end when spreading windows (intros, fade-outs)."""
+    timeline_min_duration: float = 600.0
+    """Audio at least this long (seconds; mixes) is classified window by window, in full."""
+    top_k: int = 3
+    """Genres reported per track."""
+    min_score: float = 0.05
+    """Genres scoring below this are not reported at all."""
+    threads: int = 1
+    """TFLite threads per worker process."""
+    batch_size: int = 32
+    """Windows per model invocation; bounds memory on long audio."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
+    """(canonical genre, model tags) pairs, in the order ties are broken."""
+    source: str | None = None
+    """The file this was read from; None for the built-in defaults."""
+
+
+def default_config_path() -> Path:
+    """``$LIBTAGGER_CONFIG`` or ``config.toml`` in the user's config folder (XDG)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read a TOML file into a :class:`Config`; built-in defaults when there is none.
+
+    An explicit ``path`` must exist; the default location is optional.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or has an unknown key or a bad value.
+    """
+    explicit = path is not None
+    config_path = Path(path) if explicit else default_config_path()
+    if not config_path.is_file():
+        if explicit:
+            raise ConfigError(f"config file not found: {config_path}")
+        return Config()
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: not valid TOML ({exc})") from exc
+    return config_from_dict(data, source=str(config_path))
+
+
+def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Config:
+    """Validate parsed TOML and build a :class:`Config`.
+
+    Raises:
+        ConfigError: unknown key or wrong type; the message names the key.
+    """
+    where = f"{source}: " if source else ""
+    unknown = set(data) - {"classifier", "genres"}
+    if unknown:
+        raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
+    classifier = _section(ClassifierConfig, data.get("classifier", {}), "classifier", where)
+    _check_classifier(classifier, where)
+    genres = DEFAULT_GENRES
+    if "genres" in data:
+        genres = _genres(data["genres"], where)
+    return Config(classifier=classifier, genres=genres, source=source)
+
+
+def _section(cls: type, raw: Any, name: str, where: str) -> Any:
+    """Build a frozen dataclass from a TOML table, checking keys and value types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}unknown key {name}.{key}")
+        default = getattr(defaults, key)
+        values[key] = _coerce(value, default, f"{name}.{key}", where)
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+    """Check a value against the type of its default and convert lists to tuples."""
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}{key} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}{key} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}{key} must be a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}{key} must be a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}{key} must be a string")
+        return value
+    return value
+
+
+def _check_classifier(c: ClassifierConfig, where: str) -> None:
+    """Range checks that types alone do not catch."""
+    if not c.models:
+        raise ConfigError(f"{where}classifier.models must name at least one model")
+    if c.windows < 1:
+        raise ConfigError(f"{where}classifier.windows must be at least 1")
+    if not 0.0 <= c.edge_skip < 0.5:
+        raise ConfigError(f"{where}classifier.edge_skip must be in [0, 0.5)")
+    for key in ("top_k", "threads", "batch_size"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"{where}classifier.{key} must be at least 1")
+    if not 0.0 <= c.min_score <= 1.0:
+        raise ConfigError(f"{where}classifier.min_score must be in [0, 1]")
+
+
+def _genres(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The [genres] table: canonical name -> list of model tags."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where}[genres] must be a non-empty table of name = [tags]")
+    table: dict[str, tuple[str, ...]] = {}
+    for name, tags in raw.items():
+        if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f"{where}genres.{name} must be a non-empty list of model tags")
+        table[name] = tuple(tags)
+    return tuple(table.items())

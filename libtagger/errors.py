@@ -1,0 +1,40 @@
+"""The one family of errors libtagger raises; the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable text, even when the file name is not valid UTF-8."""
+    text = os.fspath(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class LibtaggerError(Exception):
+    """Base class of every error libtagger raises on purpose."""
+
+
+class ConfigError(LibtaggerError):
+    """The configuration is invalid; the message names the key."""
+
+
+class ModelError(LibtaggerError):
+    """A model file or its sidecar is missing, damaged or unusable."""
+
+
+class FileError(LibtaggerError):
+    """Something is wrong with one file; the run goes on with the others."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{display_path(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+class DecodeError(FileError):
+    """A file could not be read or decoded as audio."""
+
+
+class TagWriteError(FileError):
+    """A genre could not be written into a file's tags; the file is left as it was."""
