@@ -34,8 +34,8 @@ AUDIO_EXTENSIONS = frozenset(
 SILENCE_DBFS = -60.0
 # Seconds decoded and dropped before a seek target, so the decoder and resampler settle.
 SEEK_PREROLL = 0.3
-# After this many undecodable packets in a row the file is given up as corrupt.
-MAX_CONSECUTIVE_ERRORS = 50
+# Demuxer errors after which the rest of a damaged file is given up.
+MAX_DEMUX_RESTARTS = 100
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,13 @@ class AudioFile:
         )
 
     def _frames(self) -> Iterator[av.AudioFrame]:
-        """Decoded frames from the current position, skipping packets that fail to decode."""
-        consecutive = 0
+        """Decoded frames from the current position, skipping data that fails to decode.
+
+        Like a player, it decodes past damage: a bad packet is counted and skipped, and a
+        demuxer error restarts demuxing from where it stopped (up to a limit, so a file that
+        is damaged to the end cannot loop forever).
+        """
+        restarts = 0
         packets = self._container.demux(self._stream)
         while True:
             try:
@@ -191,38 +196,57 @@ class AudioFile:
             except StopIteration:
                 return
             except (av.FFmpegError, OSError) as exc:
-                # A demuxer error mid-file: treat what came before as the whole file.
                 self.decode_errors += 1
                 self._first_error = self._first_error or _reason(exc)
-                return
+                restarts += 1
+                if restarts > MAX_DEMUX_RESTARTS:
+                    return
+                packets = self._container.demux(self._stream)
+                continue
             try:
                 frames = packet.decode()
             except (av.FFmpegError, ValueError) as exc:
                 self.decode_errors += 1
-                consecutive += 1
                 self._first_error = self._first_error or _reason(exc)
-                if consecutive >= MAX_CONSECUTIVE_ERRORS:
-                    return
                 continue
-            consecutive = 0
             yield from frames
 
     def _mono(self, start_hint: float) -> Iterator[tuple[float, np.ndarray]]:
-        """(start seconds, 16 kHz mono float32 samples) chunks from the current position."""
-        resampler = av.AudioResampler(format="fltp", rate=self.frontend.sample_rate)
+        """(start seconds, 16 kHz mono float32 samples) chunks from the current position.
+
+        A new resampler is made whenever the decoded format changes mid-stream (concatenated
+        files, or a damaged header that still decodes).
+        """
+        rate = self.frontend.sample_rate
+        resampler: av.AudioResampler | None = None
+        source: tuple[str, str, int] | None = None
         position: float | None = None
+
+        def drain(frames: list[av.AudioFrame]) -> Iterator[tuple[float, np.ndarray]]:
+            nonlocal position
+            for out in frames:
+                chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
+                yield position, chunk
+                position += len(chunk) / rate
+
         for frame in self._frames():
             if position is None:
                 position = frame.time if frame.time is not None else start_hint
-            for out in resampler.resample(frame):
-                chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
-                yield position, chunk
-                position += len(chunk) / self.frontend.sample_rate
-        if position is not None:
-            for out in resampler.resample(None):
-                chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
-                yield position, chunk
-                position += len(chunk) / self.frontend.sample_rate
+            shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if shape != source:
+                if resampler is not None:
+                    yield from drain(resampler.resample(None))
+                resampler = av.AudioResampler(format="fltp", rate=rate)
+                source = shape
+            try:
+                converted = resampler.resample(frame)
+            except (av.FFmpegError, ValueError) as exc:
+                self.decode_errors += 1
+                self._first_error = self._first_error or _reason(exc)
+                continue
+            yield from drain(converted)
+        if resampler is not None:
+            yield from drain(resampler.resample(None))
 
     def iter_windows(self) -> Iterator[Window]:
         """Every non-overlapping window of the whole file, in order, streaming.
@@ -246,11 +270,11 @@ class AudioFile:
                 buffer = buffer[fe.window_stride :]
                 offset += fe.window_stride
         if emitted == 0 and len(buffer) == 0:
-            reason = self._first_error
-            raise DecodeError(
-                self.path,
-                f"no decodable audio ({reason})" if reason else "no decodable audio",
-            )
+            kind = self._container.format.name.split(",")[0]
+            reason = f"no decodable audio in what looks like a {kind} file"
+            if self._first_error:
+                reason += f" ({self._first_error})"
+            raise DecodeError(self.path, reason)
         if len(buffer) and (emitted == 0 or len(buffer) >= fe.window_samples // 3):
             yield Window(offset / fe.sample_rate, _repeat_pad(buffer, fe.window_samples))
 

@@ -6,6 +6,7 @@ process). :func:`classify_many` runs a pool of such workers over many files.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -16,9 +17,11 @@ import numpy as np
 
 from libtagger.audio import AudioFile, Window
 from libtagger.config import Config
-from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError
+from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError, display_path
 from libtagger.model import Model
 from libtagger.vote import GenreScore, Vocabulary, vote
+
+log = logging.getLogger(__name__)
 
 # Tracks shorter than this many windows' worth of audio are decoded whole: seeking would
 # save little and the windows would overlap.
@@ -144,8 +147,7 @@ class Classifier:
         with AudioFile(path, self.frontend) as audio:
             windows = list(audio.iter_windows())
             errors = audio.decode_errors
-            if duration is None or full:
-                duration = audio.decoded_seconds
+            duration = audio.decoded_seconds  # read to the end: the true length
         if not full:
             windows = _spread(windows, settings.windows, settings.edge_skip)
         return windows, duration, errors, full
@@ -254,6 +256,9 @@ def classify_or_fail(classifier: Classifier, path: str, timeline: bool = False) 
         return Failure(os.fspath(path), str(exc))
     except MemoryError:
         return Failure(os.fspath(path), "out of memory while decoding")
+    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a 40,000-track run
+        log.debug("unexpected error on %s", display_path(path), exc_info=True)
+        return Failure(os.fspath(path), f"unexpected error ({type(exc).__name__}: {exc})")
 
 
 def classify_many(

@@ -177,14 +177,18 @@ def evaluate(
 
 
 @main.command()
-def models() -> None:
+@click.option("--tags", is_flag=True, help="Also list every tag each model outputs.")
+def models(tags: bool) -> None:
     """List the shipped models with their licence and published accuracy."""
-    from libtagger.model import ModelInfo, model_path, shipped_models
+    from libtagger.model import ModelInfo, model_path, shipped_models, tflite_runtime
 
+    click.echo(f"TFLite runtime: {tflite_runtime()[0]}")
     for name in shipped_models():
         data = json.loads(model_path(name).with_suffix(".json").read_text(encoding="utf-8"))
         info = ModelInfo.from_sidecar(data, name)
         click.echo(
-            f"{info.name:<14} {len(info.labels)} tags, {info.embedding_dim}-d embeddings, "
-            f"ROC-AUC {info.published_roc_auc} on {info.dataset}"
+            f"{info.name:<12} {len(info.labels)} tags, {info.embedding_dim}-d embeddings, "
+            f"ROC-AUC {info.published_roc_auc} on {info.dataset}; licence {info.licence}"
         )
+        if tags:
+            click.echo("    " + ", ".join(info.labels))

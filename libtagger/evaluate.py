@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,10 @@ def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failur
     files: list[dict[str, Any]] = []
     failures: list[Failure] = []
     top3 = 0
+    # Show genres by their folder names where there is one, else as the model names them.
     display: dict[str, str] = {}
+    for _, label in labelled:
+        display.setdefault(normalise_genre(label), label)
     model = ""
     for (path, label), result in zip(labelled, results, strict=True):
         if isinstance(result, Failure):
@@ -74,7 +78,6 @@ def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failur
             continue
         model = result.model
         key = normalise_genre(label)
-        display.setdefault(key, label)
         ranked = [g.genre for g in result.genres]
         best = normalise_genre(ranked[0]) if ranked else "none"
         display.setdefault(best, ranked[0] if ranked else "(none)")
@@ -89,10 +92,12 @@ def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failur
     labels = [display[k] for k in keys]
     n = len(truth)
     if n:
-        matrix = confusion_matrix(truth, predicted, labels=keys).tolist()
-        precision, recall, f1, support = precision_recall_fscore_support(
-            truth, predicted, labels=keys, zero_division=0
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a one-genre set is still fine
+            matrix = confusion_matrix(truth, predicted, labels=keys).tolist()
+            precision, recall, f1, support = precision_recall_fscore_support(
+                truth, predicted, labels=keys, zero_division=0
+            )
     else:
         matrix = []
         precision = recall = f1 = support = np.zeros(len(keys))

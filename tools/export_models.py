@@ -48,13 +48,7 @@ EMBEDDINGS = {
     "musicnn": ("model/batch_normalization_10/batchnorm/add_1:0", 200),
     "vgg": ("model/Flatten/flatten/Reshape:0", 256),
 }
-# ROC-AUC on each dataset's test split, as published with musicnn (Pons & Serra, 2019).
-PUBLISHED_ROC_AUC = {
-    "MTT_musicnn": 0.9069,
-    "MTT_vgg": 0.9040,
-    "MSD_musicnn": 0.8801,
-    "MSD_vgg": 0.8770,
-}
+MODEL_NAMES = ("MSD_musicnn", "MSD_vgg", "MTT_musicnn", "MTT_vgg")
 DATASETS = {
     "MTT": "MagnaTagATune (top-50 tags)",
     "MSD": "Million Song Dataset with Last.fm tags (top-50 tags)",
@@ -138,6 +132,7 @@ def export(name: str, musicnn_dir: Path) -> dict:
             converter.target_spec.supported_types = [tf.float16]
             tflite_bytes = converter.convert()
 
+    roc_auc, pr_auc = _published_scores(checkpoint_dir / "experiment.result")
     out_name = name.lower()
     tflite_path = MODELS_DIR / f"{out_name}.tflite"
     tflite_path.write_bytes(tflite_bytes)
@@ -166,13 +161,24 @@ def export(name: str, musicnn_dir: Path) -> dict:
         },
         "outputs": {"probabilities": len(labels), "embeddings": embedding_dim},
         "weights": "float16",
-        "published_roc_auc": PUBLISHED_ROC_AUC[name],
+        "published_roc_auc": roc_auc,
+        "published_pr_auc": pr_auc,
         "sha256": hashlib.sha256(tflite_bytes).hexdigest(),
         "source": "musicnn 0.1.0 (PyPI), checkpoint " + name,
         "licence": "ISC, Copyright (c) Music Technology Group, Universitat Pompeu Fabra 2019",
     }
     (MODELS_DIR / f"{out_name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
+
+
+def _published_scores(result_file: Path) -> tuple[float, float]:
+    """ROC-AUC and PR-AUC on the dataset's test split, as recorded with the checkpoint."""
+    values = [
+        float(line.split(":", 1)[1])
+        for line in result_file.read_text().splitlines()
+        if "AUC:" in line
+    ]
+    return round(values[0], 4), round(values[1], 4)
 
 
 def _labels(musicnn_dir: Path, dataset: str) -> list[str]:
@@ -185,7 +191,7 @@ def _labels(musicnn_dir: Path, dataset: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=sorted(PUBLISHED_ROC_AUC))
+    parser.add_argument("models", nargs="*", default=list(MODEL_NAMES))
     args = parser.parse_args()
 
     import musicnn

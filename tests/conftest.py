@@ -1,0 +1,54 @@
+"""Shared fixtures: real encoded audio files, the real models, and a leak check."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import audiogen  # noqa: E402
+
+from libtagger.classify import Classifier  # noqa: E402
+from libtagger.config import Config  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads_or_processes():
+    """Fail a test that leaves a thread or a child process running."""
+    threads_before = set(threading.enumerate())
+    yield
+    leaked_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    children = multiprocessing.active_children()
+    assert not leaked_threads, f"leaked threads: {leaked_threads}"
+    assert not children, f"leaked child processes: {children}"
+
+
+@pytest.fixture(scope="session")
+def classifier() -> Classifier:
+    """The default classifier with the shipped models, loaded once for the session."""
+    return Classifier(Config())
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory) -> Path:
+    """A folder with one 20-second music-like file in every supported format."""
+    folder = tmp_path_factory.mktemp("formats")
+    signal = audiogen.music(20.0, seed=1)
+    for fmt in audiogen.ENCODINGS:
+        audiogen.write(folder / f"song.{fmt}", signal)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def long_mp3(tmp_path_factory) -> Path:
+    """A 90-second mp3, long enough that the classifier seeks to its windows."""
+    path = tmp_path_factory.mktemp("long") / "long.mp3"
+    return audiogen.write(path, audiogen.music(90.0, seed=2, tempo=128.0))

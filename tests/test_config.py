@@ -1,0 +1,58 @@
+"""Config: TOML to frozen objects, defaults in one place, errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import REPO
+
+from libtagger.config import Config, load_config
+from libtagger.errors import ConfigError
+
+
+def test_example_config_is_exactly_the_defaults():
+    assert dataclasses.replace(load_config(REPO / "config.example.toml"), source=None) == Config()
+
+
+def test_missing_default_config_means_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIBTAGGER_CONFIG", str(tmp_path / "absent.toml"))
+    assert load_config() == Config()
+
+
+def test_explicit_missing_config_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_values_are_read_and_frozen(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[classifier]\nwindows = 4\nmodels = ["msd_vgg"]\nmin_score = 0\n'
+                    '[genres]\n"Guitar Music" = ["rock", "guitar"]\n')
+    config = load_config(path)
+    assert config.classifier.windows == 4
+    assert config.classifier.models == ("msd_vgg",)
+    assert config.classifier.min_score == 0.0
+    assert config.genres == (("Guitar Music", ("rock", "guitar")),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.classifier.windows = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[classifier]\nwindow = 4\n", "classifier.window"),
+        ("[classifer]\n", "classifer"),
+        ("[classifier]\nwindows = 'many'\n", "classifier.windows must be a whole number"),
+        ("[classifier]\nwindows = 0\n", "classifier.windows must be at least 1"),
+        ("[classifier]\nedge_skip = 0.7\n", "classifier.edge_skip"),
+        ("[classifier]\nmodels = []\n", "classifier.models"),
+        ("[genres]\nRock = 'rock'\n", "genres.Rock"),
+        ("[classifier\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path)
