@@ -2,8 +2,8 @@
 
 Run from the repository root (takes a few minutes on a 2-core machine):
 
-    /work/venvs/rt/bin/python bench/throughput.py
-    /work/venvs/rt/bin/python bench/throughput.py --tracks 24 --jobs 2 --cache-dir /tmp/lt-bench --json
+    python bench/throughput.py
+    python bench/throughput.py --tracks 24 --cache-dir /tmp/lt-bench --json
 
 It synthesises ``--tracks`` music-like 4-minute tracks (44.1 kHz stereo, mp3 / flac / m4a in
 turn) with numpy, encodes them with PyAV into a temporary folder (or ``--cache-dir``, reused on
@@ -161,7 +161,7 @@ def synthesise(index: int, seconds: float) -> Iterator[np.ndarray]:
     """Stereo float32 blocks [2, n], one bar each, of synthetic track number ``index``."""
     rng = np.random.default_rng(1000 + index)
     style = Style.random(rng)
-    bar = int(round(4 * 60.0 / style.tempo * RATE))
+    bar = round(4 * 60.0 / style.tempo * RATE)
     beat, eighth = bar // 4, bar // 8
     total = int(seconds * RATE)
     bars_total = -(-total // bar)
@@ -247,6 +247,7 @@ def encode(path: Path, index: int, seconds: float) -> None:
     partial = path.with_name(f".{path.name}.partial")
     with av.open(str(partial), "w", format=muxer) as container:
         stream = container.add_stream(codec, rate=RATE, layout="stereo")
+        assert isinstance(stream, av.audio.stream.AudioStream)
         if bit_rate:
             stream.bit_rate = bit_rate
         for block in synthesise(index, seconds):
@@ -388,8 +389,8 @@ def report(results: list[dict[str, Any]], files: list[Path], seconds: float) -> 
     first = results[0]
     workers = first["workers"] or "no (in-process)"
     lines = [
-        f"{len(files)} synthetic tracks x {seconds / 60:g} min ({mix}), 44.1 kHz stereo; "
-        f"models {first['models']}; jobs={first['jobs']} (worker processes: {workers})",
+        (f"{len(files)} synthetic tracks x {seconds / 60:g} min ({mix}), 44.1 kHz stereo; "
+         f"models {first['models']}; jobs={first['jobs']} (worker processes: {workers})"),
         "",
     ]
     rows = [["variant", "windows", "wall s", "tracks/min", "audio s/wall s", "wall/audio",
@@ -420,8 +421,8 @@ def report(results: list[dict[str, Any]], files: list[Path], seconds: float) -> 
         some = next(c for c in cells if c)
         rows.append([ext, str(int(some["tracks"])), f"{some['bytes'] / some['tracks'] / 1e6:.1f}"]
                     + [f"{c['decode_seconds'] / c['tracks']:.3f}" if c else "-" for c in cells])
-    lines += ["", "decoding only, per format (single process, timed after each run; the models' "
-              "cost is the same for every format):", table(rows)]
+    lines += ["", ("decoding only, per format (single process, timed after each run; the models' "
+                   "cost is the same for every format):"), table(rows)]
     lines.append("\npeak RSS: max resident set of the main process (RUSAGE_SELF) and of the "
                  "largest worker (RUSAGE_CHILDREN); forked workers share pages with the main one.")
     return "\n".join(lines)

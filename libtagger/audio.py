@@ -11,6 +11,7 @@ windows start ``patch_frames * hop`` samples apart (3 s at 16 kHz for musicnn).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,18 @@ class AudioInfo:
     sample_rate: int
     channels: int
     duration: float | None
+    container: str = ""
+
+    @property
+    def format(self) -> str:
+        """A short format name as users say it: mp3, flac, ogg, opus, aac, alac, wav, aiff."""
+        if self.codec.startswith("pcm_") or not self.codec:
+            return self.container
+        return _FORMAT_NAMES.get(self.codec, self.codec)
+
+
+# Decoder names that differ from what users call the format.
+_FORMAT_NAMES = {"mp3float": "mp3", "mp3": "mp3", "vorbis": "ogg", "libvorbis": "ogg"}
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,6 @@ class AudioFile:
             self._file.close()
             raise
         self._stream = self._container.streams.audio[0]
-        self._stream.thread_type = "AUTO"
 
     def __enter__(self) -> AudioFile:
         return self
@@ -179,7 +191,37 @@ class AudioFile:
             sample_rate=stream.codec_context.sample_rate or 0,
             channels=stream.codec_context.channels or 0,
             duration=duration if duration and duration > 0 else None,
+            container=self._container.format.name.split(",")[0],
         )
+
+    def stream_hash(self) -> str:
+        """SHA-1 of the compressed audio packets: the file's identity, blind to its tags.
+
+        Tags live outside the audio packets in every container we read, so renaming a file or
+        rewriting its tags keeps the hash; re-encoding or editing the audio changes it.
+
+        Raises:
+            DecodeError: the file cannot be demuxed.
+        """
+        digest = hashlib.sha1(usedforsecurity=False)
+        info = self.info
+        digest.update(f"{info.codec}|{info.sample_rate}|{info.channels}|".encode())
+        packets = 0
+        try:
+            self._container.seek(0, stream=self._stream)
+        except (av.FFmpegError, OSError):
+            pass  # already at the start of a file that cannot seek
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size:
+                    digest.update(memoryview(packet))
+                    packets += 1
+        except (av.FFmpegError, OSError) as exc:
+            if not packets:
+                raise DecodeError(self.path, f"cannot read audio packets ({_reason(exc)})") from exc
+        if not packets:
+            raise DecodeError(self.path, "contains no audio packets")
+        return digest.hexdigest()
 
     def _frames(self) -> Iterator[av.AudioFrame]:
         """Decoded frames from the current position, skipping data that fails to decode.

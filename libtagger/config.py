@@ -56,7 +56,7 @@ DEFAULT_GENRES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
 class ClassifierConfig:
     """How tracks are cut into windows and voted into genres."""
 
-    models: tuple[str, ...] = ("msd_musicnn", "mtt_musicnn")
+    models: tuple[str, ...] = ("msd_vgg", "mtt_vgg")
     """Shipped model names or paths to ``.tflite`` files (with a sidecar); scores are averaged."""
     windows: int = 8
     """Windows (3 s each) classified per track, spread over it."""
@@ -70,15 +70,56 @@ class ClassifierConfig:
     """Genres scoring below this are not reported at all."""
     threads: int = 1
     """TFLite threads per worker process."""
-    batch_size: int = 32
-    """Windows per model invocation; bounds memory on long audio."""
+    batch_size: int = 1
+    """Windows per model call. On CPU a bigger batch is no faster, and each extra window costs
+    about 80 MB of TFLite working memory per model."""
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """Where the music and the database are."""
+
+    database: str = ""
+    """Path or SQLAlchemy URL of the genre database ("": library.db in the XDG data folder)."""
+    roots: tuple[str, ...] = ()
+    """Music folders scanned and watched when no folder is given on the command line."""
+    jobs: int = 0
+    """Worker processes (0: one per core)."""
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """Which genres are written into files, and how."""
+
+    write: bool = True
+    """Write genres into the files' tags at all (False: only store them in the database)."""
+    policy: str = "fill_empty"
+    """fill_empty: only files without a genre; replace: overwrite it; append: add ours to it."""
+    max_genres: int = 1
+    """Genres written per file, best first."""
+    min_score: float = 0.2
+    """A genre is written only if its score is at least this."""
+    min_confidence: float = 0.5
+    """Nothing is written unless this share of windows agrees on the best genre."""
+    separator: str = "; "
+    """Joins several genres where the format holds one string (ID3v2.3 TCON)."""
+    id3_version: int = 3
+    """ID3v2 version for files without an ID3 tag (3 is what DJ software reads; an existing
+    tag keeps its version, so no other frame is converted)."""
+    write_score: bool = False
+    """Also write our score into a LIBTAGGER_GENRE_SCORE field."""
+
+
+TAG_POLICIES = ("fill_empty", "replace", "append")
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
+    library: LibraryConfig = field(default_factory=LibraryConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    tags: TagConfig = field(default_factory=TagConfig)
     genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
     """(canonical genre, model tags) pairs, in the order ties are broken."""
     source: str | None = None
@@ -123,15 +164,20 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         ConfigError: unknown key or wrong type; the message names the key.
     """
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"classifier", "genres"}
+    unknown = set(data) - {"library", "classifier", "tags", "genres"}
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
+    library = _section(LibraryConfig, data.get("library", {}), "library", where)
+    if library.jobs < 0:
+        raise ConfigError(f"{where}library.jobs must be 0 (one per core) or more")
     classifier = _section(ClassifierConfig, data.get("classifier", {}), "classifier", where)
     _check_classifier(classifier, where)
+    tags = _section(TagConfig, data.get("tags", {}), "tags", where)
+    _check_tags(tags, where)
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
-    return Config(classifier=classifier, genres=genres, source=source)
+    return Config(library=library, classifier=classifier, tags=tags, genres=genres, source=source)
 
 
 def _section(cls: type, raw: Any, name: str, where: str) -> Any:
@@ -187,6 +233,21 @@ def _check_classifier(c: ClassifierConfig, where: str) -> None:
             raise ConfigError(f"{where}classifier.{key} must be at least 1")
     if not 0.0 <= c.min_score <= 1.0:
         raise ConfigError(f"{where}classifier.min_score must be in [0, 1]")
+
+
+def _check_tags(t: TagConfig, where: str) -> None:
+    """Range checks for [tags]."""
+    if t.policy not in TAG_POLICIES:
+        raise ConfigError(f"{where}tags.policy must be one of {', '.join(TAG_POLICIES)}")
+    if t.max_genres < 1:
+        raise ConfigError(f"{where}tags.max_genres must be at least 1")
+    if t.id3_version not in (3, 4):
+        raise ConfigError(f"{where}tags.id3_version must be 3 or 4")
+    for key in ("min_score", "min_confidence"):
+        if not 0.0 <= getattr(t, key) <= 1.0:
+            raise ConfigError(f"{where}tags.{key} must be in [0, 1]")
+    if not t.separator:
+        raise ConfigError(f"{where}tags.separator must not be empty")
 
 
 def _genres(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -23,6 +23,10 @@ class ModelError(LibtaggerError):
     """A model file or its sidecar is missing, damaged or unusable."""
 
 
+class DatabaseError(LibtaggerError):
+    """The database cannot be opened, upgraded or written."""
+
+
 class FileError(LibtaggerError):
     """Something is wrong with one file; the run goes on with the others."""
 

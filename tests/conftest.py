@@ -25,7 +25,10 @@ def no_leaked_threads_or_processes():
     """Fail a test that leaves a thread or a child process running."""
     threads_before = set(threading.enumerate())
     yield
-    leaked_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    new_threads = [t for t in threading.enumerate() if t not in threads_before]
+    for thread in new_threads:  # a thread told to stop may need a moment to get there
+        thread.join(timeout=2.0)
+    leaked_threads = [t for t in new_threads if t.is_alive()]
     children = multiprocessing.active_children()
     assert not leaked_threads, f"leaked threads: {leaked_threads}"
     assert not children, f"leaked child processes: {children}"

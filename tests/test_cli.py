@@ -42,7 +42,7 @@ def test_json_lines_have_the_documented_fields(runner, audio_dir):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in records] == files
     for r in records:
-        assert r["model"] == "msd_musicnn+mtt_musicnn"
+        assert r["model"] == "msd_vgg+mtt_vgg"
         assert r["duration"] == pytest.approx(20.0, abs=0.1)
         assert r["windows"] == 7
         scores = [g["score"] for g in r["genres"]]
@@ -154,7 +154,7 @@ def test_evaluate_folder_matching_is_normalised(runner, tmp_path):
 def test_python_api(audio_dir):
     result = classify_file(audio_dir / "song.m4a")
     assert isinstance(result, TrackResult)
-    assert result.genres and result.embeddings.shape == (result.windows, 400)
+    assert result.genres and result.embeddings.shape == (result.windows, 512)
 
 
 def test_installed_console_script_runs(audio_dir):
