@@ -1,0 +1,557 @@
+"""Genre tags in audio files: read them, plan a change, write it without ever damaging a file.
+
+Each tag family (ID3, Vorbis comments, MP4 atoms) is a small class that declares the mutagen
+file types it covers and how it keeps genres; nothing else branches on the format. mutagen edits
+files in place, so a write edits a hidden copy beside the file and renames it over the original
+only once the copy is complete and on disk. A crash, a full disk or a kill -9 leaves either the
+old file or the new one, plus at worst a stale copy that :func:`remove_stale_temp_files` clears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import mutagen
+from mutagen.aiff import AIFF
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3, TCON, TXXX, Encoding
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+
+from libtagger.config import TAG_POLICIES, TagConfig
+from libtagger.errors import DecodeError, FileError, TagWriteError
+from libtagger.vote import normalise_genre
+
+log = logging.getLogger(__name__)
+
+StrPath = str | os.PathLike[str]
+
+TEMP_SUFFIX = ".libtagger-tmp"
+"""Every temporary copy of a file being tagged ends with this, and nothing else should."""
+TEMP_PATTERN = f".*{TEMP_SUFFIX}"
+"""Glob pattern of the temporary copies (hidden files), for scanners and watchers to skip."""
+SCORE_FIELD = "LIBTAGGER_GENRE_SCORE"
+"""Name of our score field (ID3 TXXX description, Vorbis comment key)."""
+
+
+class TagFamily:
+    """How one family of tags keeps genres; each subclass declares its parts."""
+
+    kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = ()
+    """The mutagen file types whose genres live in this family of tags."""
+    read_options: ClassVar[Mapping[str, Any]] = {}
+    """Keyword arguments for mutagen when loading a file only to read it."""
+    write_options: ClassVar[Mapping[str, Any]] = {}
+    """Keyword arguments for mutagen when loading a file that will be saved."""
+
+    def genres(self, audio: Any, separator: str) -> list[str]:
+        """The genres the loaded file holds."""
+        raise NotImplementedError
+
+    def set_genres(self, audio: Any, genres: list[str], config: TagConfig) -> None:
+        """Replace the genres in the loaded file (an empty list removes them)."""
+        raise NotImplementedError
+
+    def set_score(self, audio: Any, score: float | None, config: TagConfig) -> None:
+        """Set our score field, or remove it when there is no score."""
+        raise NotImplementedError
+
+    def save(self, audio: Any, config: TagConfig) -> None:
+        """Write the edited tags back into the file mutagen loaded."""
+        audio.save()
+
+
+class ID3Genres(TagFamily):
+    """ID3v2 TCON in an ID3 chunk (WAV, AIFF); an existing tag keeps its version."""
+
+    kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (WAVE, AIFF)
+    # translate=False keeps every frame as stored; saving in the tag's own version then writes
+    # them back unchanged (translating would turn TYER/TDAT into TDRC, then back, lossily).
+    read_options: ClassVar[Mapping[str, Any]] = {"translate": False}
+    # Without load_v1=False an ID3v1 tag's fields would be merged into the v2 tag on save.
+    write_options: ClassVar[Mapping[str, Any]] = {"translate": False, "load_v1": False}
+
+    def genres(self, audio: Any, separator: str) -> list[str]:
+        tags: ID3 | None = audio.tags
+        if tags is None:
+            return []
+        if tags.version < (2, 3, 0):
+            tags.update_to_v24()  # ID3v2.2/v1 frames have other names; this is in memory only
+        values = [genre for frame in tags.getall("TCON") for genre in frame.genres]
+        if tags.version < (2, 4, 0):  # v2.3 holds one string; we joined several with separator
+            values = [part for value in values for part in value.split(separator)]
+        return _cleaned(values)
+
+    def set_genres(self, audio: Any, genres: list[str], config: TagConfig) -> None:
+        tags = self._tags(audio, config)
+        tags.delall("TCON")
+        if not genres:
+            return
+        if self._version(tags, config) == 4:
+            tags.add(TCON(encoding=Encoding.UTF8, text=genres))
+        else:
+            text = config.separator.join(genres)
+            tags.add(TCON(encoding=_v23_encoding(text), text=[text]))
+
+    def set_score(self, audio: Any, score: float | None, config: TagConfig) -> None:
+        tags = self._tags(audio, config)
+        tags.delall(f"TXXX:{SCORE_FIELD}")
+        if score is not None:
+            tags.add(TXXX(encoding=Encoding.LATIN1, desc=SCORE_FIELD, text=[_score_text(score)]))
+
+    def save(self, audio: Any, config: TagConfig) -> None:
+        # v23_sep=None keeps other frames' multiple values as they were (NUL-separated).
+        audio.save(v2_version=self._version(audio.tags, config), v23_sep=None)
+
+    def _tags(self, audio: Any, config: TagConfig) -> ID3:
+        """The file's ID3 tag, made in the configured version if there is none."""
+        tags: ID3 | None = audio.tags
+        if tags is None:
+            audio.add_tags()
+            tags = audio.tags
+            tags.version = (2, config.id3_version, 0)
+        elif tags.version < (2, 3, 0):  # mutagen cannot write v2.2: convert every frame
+            if config.id3_version == 3:
+                tags.update_to_v23()
+            else:
+                tags.update_to_v24()
+        return tags
+
+    @staticmethod
+    def _version(tags: ID3, config: TagConfig) -> int:
+        """The ID3v2 version to save in: the tag's own, unless mutagen cannot write it."""
+        major = tags.version[1] if tags.version[0] == 2 else 0
+        return major if major in (3, 4) else config.id3_version
+
+
+class MP3Genres(ID3Genres):
+    """ID3v2 TCON at the start of an MP3; an ID3v1 trailer keeps all but its genre byte."""
+
+    kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (MP3,)
+
+    def save(self, audio: Any, config: TagConfig) -> None:
+        # mutagen would rebuild an ID3v1 trailer from the v2 frames, blanking the comment and
+        # every field the v2 tag lacks; so it drops the trailer and we put the original back.
+        trailer = _id3v1_trailer(audio.filename)
+        audio.save(v1=0, v2_version=self._version(audio.tags, config), v23_sep=None)
+        if trailer is not None and _id3v1_trailer(audio.filename) is None:
+            with open(audio.filename, "ab") as file:
+                genre = _id3v1_genre(self.genres(audio, config.separator))
+                file.write(trailer[:-1] + bytes([genre]))
+
+
+class FieldGenres(TagFamily):
+    """Genres as the values of one key in a dict-like tag; our score under another key."""
+
+    genre_key: ClassVar[str]
+    score_key: ClassVar[str]
+
+    def genres(self, audio: Any, separator: str) -> list[str]:
+        return _cleaned(audio.tags.get(self.genre_key, [])) if audio.tags is not None else []
+
+    def set_genres(self, audio: Any, genres: list[str], config: TagConfig) -> None:
+        self._set(audio, self.genre_key, list(genres))
+
+    def set_score(self, audio: Any, score: float | None, config: TagConfig) -> None:
+        self._set(audio, self.score_key, [] if score is None else [self.score_value(score)])
+
+    def score_value(self, score: float) -> Any:
+        """The score as this family stores it."""
+        return _score_text(score)
+
+    @staticmethod
+    def _set(audio: Any, key: str, values: list[Any]) -> None:
+        if audio.tags is None:
+            audio.add_tags()
+        if values:
+            audio.tags[key] = values  # replaces every value of the key (Vorbis: in any case)
+        elif key in audio.tags:
+            del audio.tags[key]
+
+
+class VorbisGenres(FieldGenres):
+    """Repeated GENRE fields in a Vorbis comment (FLAC, Ogg Vorbis, Ogg Opus)."""
+
+    kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (FLAC, OggVorbis, OggOpus)
+    genre_key = "GENRE"
+    score_key = SCORE_FIELD
+
+
+class MP4Genres(FieldGenres):
+    """Several values in the MP4 ©gen atom (mutagen reads a legacy gnre atom as ©gen)."""
+
+    kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (MP4,)
+    genre_key = "\xa9gen"
+    score_key = "----:org.libtagger:GENRE_SCORE"
+
+    def score_value(self, score: float) -> Any:
+        return MP4FreeForm(_score_text(score).encode(), dataformat=AtomDataType.UTF8)
+
+
+FAMILIES: tuple[TagFamily, ...] = (MP3Genres(), ID3Genres(), VorbisGenres(), MP4Genres())
+"""Every tag family we write, declared once."""
+_FAMILY_OF: dict[type[mutagen.FileType], TagFamily] = {
+    kind: family for family in FAMILIES for kind in family.kinds
+}
+
+
+def read_genres(path: StrPath, separator: str = "; ") -> list[str]:
+    """The genres the file holds now (multi-value fields and v2.3 joined strings split).
+
+    Raises:
+        DecodeError: the file cannot be read, is not a format we tag, or mutagen cannot parse it.
+    """
+    try:
+        with open(path, "rb") as file:
+            kind, family = _detect(path, file)
+            return family.genres(_load(path, kind, file, family.read_options), separator)
+    except OSError as exc:
+        raise DecodeError(path, exc.strerror or str(exc)) from exc
+
+
+def plan_genres(existing: Sequence[str], ours: Sequence[str], policy: str) -> list[str] | None:
+    """What a file's genres should become under ``policy``; None when nothing would change.
+
+    Raises:
+        ValueError: ``policy`` is not one of ``TAG_POLICIES``.
+    """
+    if policy not in TAG_POLICIES:
+        raise ValueError(f"unknown tag policy {policy!r}; expected one of {TAG_POLICIES}")
+    if not ours:
+        return None
+    if policy == "fill_empty":
+        return None if existing else list(ours)
+    if policy == "replace":
+        return None if list(existing) == list(ours) else list(ours)
+    seen = {normalise_genre(genre) for genre in existing}
+    added = []
+    for genre in ours:
+        if normalise_genre(genre) not in seen:
+            seen.add(normalise_genre(genre))
+            added.append(genre)
+    return [*existing, *added] if added else None
+
+
+def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
+                 score: float | None = None) -> None:
+    """Set the file's genres (and our score field if configured), changing nothing else.
+
+    The genres are written as given, in order; an empty list removes them. With
+    ``config.write_score`` the score field is set, or removed when ``score`` is None. A symlink
+    is followed; a hard-linked file becomes a file of its own (the other names keep the old
+    bytes).
+
+    Raises:
+        TagWriteError: the file or its folder is read-only, the file is locked or changed
+            meanwhile, the disk is full, or mutagen could not save; the file is left as it was.
+        DecodeError: the file is not a format we tag, or mutagen cannot parse it.
+        ValueError: a genre is empty or contains a NUL character.
+    """
+    wanted = [genre.strip() for genre in genres]
+    if any(not genre or "\0" in genre for genre in wanted):
+        raise ValueError(f"genres must be non-empty text without NUL characters: {wanted!r}")
+    target = Path(os.path.realpath(path))  # write the file a symlink points to; keep the link
+    try:
+        _check_writable(path, target)
+        with open(target, "rb") as original:
+            try:
+                fcntl.flock(original.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise TagWriteError(path, "locked by another process; not changed") from None
+            kind, family = _detect(path, original)
+            info = _load(path, kind, original, family.read_options).info  # garbage fails here
+
+            def edit(copy: Path) -> None:
+                audio = _load(path, kind, copy, family.write_options)
+                try:
+                    family.set_genres(audio, wanted, config)
+                    if config.write_score:
+                        family.set_score(audio, score, config)
+                    family.save(audio, config)
+                except Exception as exc:  # mutagen wraps OSError (a full disk) in its own errors
+                    raise TagWriteError(path, _reason(exc)) from exc
+                _check_copy(path, kind, family, copy, wanted, config, info)
+
+            _replace_with_edited_copy(path, target, original, edit)
+    except (TagWriteError, DecodeError):
+        raise
+    except OSError as exc:
+        raise TagWriteError(path, _reason(exc)) from exc
+
+
+def try_write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
+                     score: float | None = None) -> bool:
+    """:func:`write_genres` that logs a failure and returns False instead of raising."""
+    try:
+        write_genres(path, genres, config, score)
+    except FileError as exc:
+        log.warning("genres not written: %s", exc)
+        return False
+    return True
+
+
+def is_temp_file(path: StrPath) -> bool:
+    """Whether a path is one of our temporary copies (by its name)."""
+    name = os.path.basename(os.fspath(path))
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temp_files(folder_or_paths: StrPath | Iterable[StrPath]) -> list[Path]:
+    """Delete temporary copies left by interrupted writes; returns the paths removed.
+
+    Takes a folder (its direct entries are checked) or paths (folders among them are checked
+    the same way; other paths count if they are temporary copies). A copy that a running write
+    still holds locked is kept.
+    """
+    items = [folder_or_paths] if isinstance(folder_or_paths, (str, os.PathLike)) \
+        else list(folder_or_paths)
+    candidates: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir() and not item.is_symlink():
+            with os.scandir(item) as entries:
+                candidates += [Path(e.path) for e in entries if is_temp_file(e.name)]
+        elif is_temp_file(item):
+            candidates.append(item)
+    return [path for path in candidates if _remove_if_stale(path)]
+
+
+# --- the write, step by step ------------------------------------------------------------------
+
+
+def _replace_with_edited_copy(path: StrPath, target: Path, original: IO[bytes],
+                              edit: Callable[[Path], None]) -> None:
+    """Copy the locked original beside it, edit the copy, flush it, rename it over the original.
+
+    Until the rename the original is never opened for writing; on any failure the copy is
+    removed and the original stays exactly as it was.
+    """
+    before = os.fstat(original.fileno())
+    temp, fd = _create_temp(target)
+    try:
+        original.seek(0)
+        with open(fd, "wb", closefd=False) as copy:
+            shutil.copyfileobj(original, copy, 1 << 20)
+        _copy_attributes(original.fileno(), fd, before)
+        edit(temp)
+        os.fsync(fd)
+        now = os.stat(target)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != \
+                (before.st_ino, before.st_size, before.st_mtime_ns):
+            raise TagWriteError(path, "the file changed while we wrote its tags; not changed")
+        os.replace(temp, target)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    finally:
+        os.close(fd)
+    _fsync_folder(target.parent)
+
+
+def _check_writable(path: StrPath, target: Path) -> None:
+    """Refuse files and folders the user made read-only, even when we run as root."""
+    st = os.stat(target)
+    if not stat.S_ISREG(st.st_mode):
+        raise TagWriteError(path, "not a regular file")
+    if not st.st_mode & stat.S_IWUSR or not os.access(target, os.W_OK):
+        raise TagWriteError(path, "read-only file (no write permission); not changed")
+    folder = os.stat(target.parent)
+    if not folder.st_mode & stat.S_IWUSR or not os.access(target.parent, os.W_OK | os.X_OK):
+        raise TagWriteError(path, "read-only folder: no safe copy can be made beside the file")
+
+
+def _detect(path: StrPath, file: IO[bytes]) -> tuple[type[mutagen.FileType], TagFamily]:
+    """mutagen's own scores over the formats we tag, the content ranking above the name."""
+    header = file.read(128)
+    if not header:
+        raise DecodeError(path, "empty file (0 bytes)")
+    name = os.fspath(path)
+
+    def rank(kind: type[mutagen.FileType]) -> tuple[int, int, str]:
+        return kind.score("", file, header), kind.score(name, file, header), kind.__name__
+
+    kind = max(_FAMILY_OF, key=rank)
+    if rank(kind)[1] <= 0:
+        raise DecodeError(path, "not a format we tag (MP3, FLAC, Ogg Vorbis/Opus, MP4/M4A, WAV, "
+                                "AIFF)")
+    return kind, _FAMILY_OF[kind]
+
+
+def _load(path: StrPath, kind: type[mutagen.FileType], source: StrPath | IO[bytes],
+          options: Mapping[str, Any]) -> Any:
+    """Parse a file with the detected mutagen type.
+
+    Raises:
+        DecodeError: mutagen cannot parse it.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        source.seek(0)
+    try:
+        return kind(source, **options)
+    except Exception as exc:  # mutagen raises many types on malformed input; all mean the same
+        raise DecodeError(path, f"not a readable {kind.__name__} file ({exc})") from exc
+
+
+def _check_copy(path: StrPath, kind: type[mutagen.FileType], family: TagFamily, temp: Path,
+                genres: list[str], config: TagConfig, info: Any) -> None:
+    """Read the edited copy back: our genres and the same audio stream, or no rename."""
+    audio = _load(path, kind, temp, family.read_options)
+    found = family.genres(audio, config.separator)
+    if found != genres:
+        raise TagWriteError(path, f"genres read back as {found} instead of {genres}; not changed")
+    same = all(getattr(audio.info, key, None) == getattr(info, key, None)
+               for key in ("sample_rate", "channels"))
+    if not same or not math.isclose(audio.info.length, info.length, rel_tol=1e-3, abs_tol=1e-3):
+        raise TagWriteError(path, "the audio stream looked different after saving; not changed")
+
+
+def _create_temp(target: Path) -> tuple[Path, int]:
+    """A new hidden file beside the target, open and locked for as long as the write lasts.
+
+    The lock tells remove_stale_temp_files the copy is alive. A cleaner can only take it in the
+    instant between creating and locking; then we see the name gone and try a new one.
+    """
+    for _ in range(3):
+        temp = _temp_path(target)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(temp).st_ino == os.fstat(fd).st_ino:
+                return temp, fd
+        except OSError:  # BlockingIOError, FileNotFoundError: a cleaner got there first
+            pass
+        os.close(fd)
+    raise OSError(errno.EBUSY, "temporary copies kept being removed by another process")
+
+
+def _temp_path(target: Path) -> Path:
+    """A unique hidden name beside the target, short enough for any file system."""
+    name = target.name
+    if len(os.fsencode(name)) > 200:
+        name = hashlib.sha256(os.fsencode(name)).hexdigest()[:20]
+    return target.with_name(f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _copy_attributes(source_fd: int, fd: int, before: os.stat_result) -> None:
+    """Give the copy the original's owner, group, permission bits and extended attributes."""
+    if os.geteuid() == 0:
+        os.fchown(fd, before.st_uid, before.st_gid)
+    else:
+        with contextlib.suppress(OSError):  # allowed when we are in the file's group
+            os.fchown(fd, -1, before.st_gid)
+    os.fchmod(fd, stat.S_IMODE(before.st_mode))
+    try:
+        names = os.listxattr(source_fd)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(fd, name, os.getxattr(source_fd, name))
+        except OSError:
+            log.debug("extended attribute %s not copied", name)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; the file is already replaced, so a failure only warns."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.warning("could not flush folder %s: %s", folder, exc)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Delete a temporary copy unless a running write holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+        return True
+    except OSError:  # BlockingIOError: a write in progress
+        return False
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove temporary copy %s: %s", path, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed write, saying plainly when the disk is full."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:  # mutagen wraps the OSError; look through causes and arguments
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.errno is not None:
+            plain = {
+                errno.ENOSPC: "disk full (no space left on device)",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large for the file size limit (EFBIG)",
+                errno.EROFS: "read-only file system",
+            }.get(item.errno, item.strerror or str(item))
+            return f"{plain}; not changed"
+        pending += [item.__cause__, item.__context__, *item.args]
+    return f"mutagen could not save the tags ({exc}); not changed"
+
+
+def _cleaned(values: Iterable[str]) -> list[str]:
+    return [value.strip() for value in values if value.strip()]
+
+
+def _score_text(score: float) -> str:
+    return f"{score:.3f}"
+
+
+def _v23_encoding(text: str) -> int:
+    """Latin-1 where it fits (what v2.3 readers handle best), else UTF-16."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return Encoding.UTF16
+    return Encoding.LATIN1
+
+
+def _id3v1_trailer(filename: str) -> bytes | None:
+    """The 128-byte ID3v1 tag at the end of a file, if there is one (and not part of APEv2)."""
+    with open(filename, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() < 128 + 3:
+            return None
+        file.seek(-128 - 3, os.SEEK_END)
+        tail = file.read()
+    return tail[3:] if tail[3:6] == b"TAG" and tail[:8] != b"APETAGEX" else None
+
+
+def _id3v1_genre(genres: list[str]) -> int:
+    """The ID3v1 genre number of our first genre, or 255 (none) if it has no number."""
+    numbers = {name.casefold(): number for number, name in enumerate(TCON.GENRES[:192])}
+    return numbers.get(genres[0].casefold(), 255) if genres else 255

@@ -1,0 +1,169 @@
+"""Crashes in the middle of tag writes: every file still decodes to the same audio.
+
+A writer process is killed with SIGKILL at random moments, and with SIGXFSZ at exact points of
+the copy and of the save; a cleaner runs while writes are live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import resource
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import audiogen
+import av
+import pytest
+
+from libtagger.config import TagConfig
+from libtagger.tags import TEMP_SUFFIX, read_genres, remove_stale_temp_files, write_genres
+
+REPO = Path(__file__).resolve().parent.parent
+FORMATS = ("mp3", "flac", "m4a", "ogg", "wav")
+KILLS = 25
+SEED = 20240611
+# The long genre makes the tag outgrow its padding, and on the way back leaves more padding than
+# mutagen keeps, so every write moves the audio of an MP3 or FLAC: the moment an in-place write
+# interrupted by a kill would corrupt it.
+GENRES_A = ["Rock"]
+GENRES_B = ["Jazz", "Blues", ("Experimental " * 8000).strip()]  # about 100 kB
+
+# Writes GENRES_A, then GENRES_B, to every file, round and round until killed.
+WRITER = """
+import json, sys
+from libtagger.config import TagConfig
+from libtagger.tags import write_genres
+
+config = TagConfig(write_score=True)
+lists = json.loads(sys.stdin.readline())
+print("ready", flush=True)
+turn = 0
+while True:
+    for path in sys.argv[1:]:
+        write_genres(path, lists[turn % 2], config, score=0.5)
+    turn += 1
+"""
+
+
+def pcm_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            digest.update(frame.to_ndarray().tobytes())
+    return digest.hexdigest()
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(TEMP_SUFFIX))
+
+
+def run_writer_and_kill(paths: list[Path], delay: float,
+                        meanwhile: Callable[[], object] | None = None) -> None:
+    """Start the writer, let it write for ``delay`` seconds after start-up, kill -9 it.
+
+    ``meanwhile`` is called over and over while the writer runs."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, *map(str, paths)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(json.dumps([GENRES_A, GENRES_B]).encode() + b"\n")
+        proc.stdin.close()
+        ready, _, _ = select.select([proc.stdout], [], [], 15.0)
+        assert ready and proc.stdout.readline() == b"ready\n", "writer did not start"
+        end = time.monotonic() + delay
+        while meanwhile is not None and time.monotonic() < end and proc.poll() is None:
+            meanwhile()
+        time.sleep(max(0.0, end - time.monotonic()))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        errors = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, f"writer stopped by itself: {errors.decode()}"
+
+
+def test_kill_9_during_writes_never_damages_a_file(tmp_path):
+    rng = random.Random(SEED)
+    signal_ = audiogen.music(20.0, seed=11)
+    paths = [audiogen.write(tmp_path / f"song.{fmt}", signal_) for fmt in FORMATS]
+    audio = {path: pcm_digest(path) for path in paths}
+    deadline = time.monotonic() + 45.0
+    seen: set[tuple[str, ...]] = set()
+    killed_mid_write = 0
+    for _ in range(KILLS):
+        left_before = set(temp_files(tmp_path))
+        run_writer_and_kill(paths, rng.uniform(0.0, 0.15))
+        killed_mid_write += bool(set(temp_files(tmp_path)) - left_before)
+        for path in paths:
+            assert pcm_digest(path) == audio[path], f"{path.name}: audio changed"
+            genres = read_genres(path)
+            assert genres in ([], GENRES_A, GENRES_B), f"{path.name}: {genres[:3]}"
+            seen.add(tuple(genres))
+        assert time.monotonic() < deadline, "too slow to be a unit test"
+    assert {tuple(GENRES_A), tuple(GENRES_B)} <= seen, "the writer never got going"
+    assert killed_mid_write > 0, "no kill landed while a copy was being written"
+    leftovers = temp_files(tmp_path)
+    assert sorted(remove_stale_temp_files(tmp_path)) == leftovers
+    assert temp_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_cleaning_up_during_live_writes_removes_only_stale_copies(tmp_path):
+    signal_ = audiogen.music(5.0, seed=12)
+    paths = [audiogen.write(tmp_path / f"song.{fmt}", signal_) for fmt in FORMATS]
+    stale = tmp_path / f".song.mp3.0badf00d{TEMP_SUFFIX}"
+    stale.write_bytes(b"left by a crash")
+    removed: list[Path] = []
+    # A cleaner that deleted a live copy would make the writer fail and stop by itself.
+    run_writer_and_kill(paths, 1.5, lambda: removed.extend(remove_stale_temp_files(tmp_path)))
+    assert stale in removed
+    for path in paths:
+        assert read_genres(path) in ([], GENRES_A, GENRES_B)
+    remove_stale_temp_files(tmp_path)
+    assert temp_files(tmp_path) == []
+
+
+def write_until_killed_at(path: Path, genres: list[str], limit: int) -> int:
+    """Run write_genres in a forked child that the kernel kills (SIGXFSZ) the moment any write
+    goes past ``limit`` bytes: a crash at an exact point of the copy or the save. Returns the
+    signal that ended the child, or 0 if it finished."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+            write_genres(path, genres, TagConfig())
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_crash_at_exact_points_of_copy_and_save(tmp_path, fmt):
+    path = audiogen.write(tmp_path / f"song.{fmt}", audiogen.music(5.0, seed=3))
+    size = path.stat().st_size
+    original = path.read_bytes()
+    points = [size // 3, size - 1, size + 100, size + 20_000]  # in the copy; in the save
+    for limit in points:
+        assert write_until_killed_at(path, GENRES_B, limit) == signal.SIGXFSZ, limit
+        assert path.read_bytes() == original, f"damaged by a crash at byte {limit}"
+        left = temp_files(tmp_path)
+        assert len(left) == 1, left
+        assert remove_stale_temp_files([path.parent]) == left
+        assert temp_files(tmp_path) == []
+    write_genres(path, GENRES_B, TagConfig())  # and without a limit it works
+    assert read_genres(path) == GENRES_B
