@@ -1,0 +1,338 @@
+"""The genre database: SQLAlchemy 2 models and the connection helpers.
+
+The schema is owned by Alembic (``migrations/``); :func:`open_library` upgrades an older
+database on start-up. SQLite runs in WAL mode with ``synchronous=FULL``: a committed result
+survives a power cut, and readers (``libtagger query`` while a scan runs) never block the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
+from sqlalchemy.types import TypeDecorator
+
+from libtagger.config import APP_NAME
+from libtagger.errors import DatabaseError
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, without tzinfo (how every timestamp is stored)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FilePath(TypeDecorator[str]):
+    """A file path stored as its raw bytes, so names that are not valid UTF-8 survive.
+
+    Python sees ``str`` (undecodable bytes as surrogate escapes, like ``os.fsdecode``).
+    Byte order is also path order, which makes "everything under this folder" a range scan.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else os.fsdecode(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Track(Base):
+    """One audio file in the library, present or gone."""
+
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(FilePath, unique=True)
+    """Absolute path; updated when the file is moved or renamed."""
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    identity: Mapped[str | None] = mapped_column(String(40), index=True)
+    """Hash of the compressed audio stream (not the tags): survives renames and tag edits."""
+    format: Mapped[str | None] = mapped_column(String(32))
+    duration: Mapped[float | None]
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    """pending, done, failed or missing."""
+    last_error: Mapped[str | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    missing_since: Mapped[datetime | None]
+
+    classification: Mapped[Classification | None] = relationship(
+        back_populates="track", cascade="all, delete-orphan", uselist=False
+    )
+    """The current classification; see :meth:`replace_classification`."""
+
+    def replace_classification(self, session: Session, new: Classification) -> None:
+        """Make ``new`` the current classification, deleting the old one first.
+
+        The delete is flushed before the insert: one classification per track is a unique
+        constraint, and the unit of work would otherwise insert before it deletes.
+        """
+        if self.classification is not None:
+            session.delete(self.classification)
+            session.flush()
+        self.classification = new
+
+
+class Classification(Base):
+    """One classification of a track by a model set: genres, timeline, embeddings."""
+
+    __tablename__ = "classifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    track_id: Mapped[int] = mapped_column(
+        ForeignKey("tracks.id", ondelete="CASCADE"), unique=True
+    )
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    model: Mapped[str] = mapped_column(String(200))
+    windows: Mapped[int]
+    voting_windows: Mapped[int]
+    duration: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    timeline: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Per-window genres for long audio (mixes); None for sampled tracks."""
+    tags: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    """Mean probability of every model tag."""
+    embeddings: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Per-window CNN embeddings, float16, shape [windows, embedding_dim]."""
+    embedding_dim: Mapped[int | None]
+
+    track: Mapped[Track] = relationship(back_populates="classification")
+    genres: Mapped[list[GenreRow]] = relationship(
+        back_populates="classification", cascade="all, delete-orphan", order_by="GenreRow.rank"
+    )
+
+    def embedding_matrix(self) -> np.ndarray | None:
+        """The stored embeddings as a float32 array [windows, dim]."""
+        if self.embeddings is None or not self.embedding_dim:
+            return None
+        flat = np.frombuffer(self.embeddings, dtype=np.float16).astype(np.float32)
+        return flat.reshape(-1, self.embedding_dim)
+
+
+class GenreRow(Base):
+    """One genre of a classification, ranked."""
+
+    __tablename__ = "genres"
+    __table_args__ = (Index("ix_genres_genre_score", "genre", "score"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classification_id: Mapped[int] = mapped_column(
+        ForeignKey("classifications.id", ondelete="CASCADE"), index=True
+    )
+    rank: Mapped[int]
+    genre: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float]
+    confidence: Mapped[float]
+
+    classification: Mapped[Classification] = relationship(back_populates="genres")
+
+
+class TagWrite(Base):
+    """One change we made (or planned) to a file's genre tag: what it held, what we wrote.
+
+    A write is recorded as ``planned`` and committed before the file is touched, then marked
+    ``written`` (or ``failed``). A ``planned`` row found on start-up means we were killed in
+    between; reading the file tells which side of the rename it was (see ``reconcile``).
+    """
+
+    __tablename__ = "tag_writes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="write")
+    """write (a classification result) or undo (restoring an earlier value)."""
+    path: Mapped[str] = mapped_column(FilePath)
+    """The file's path at the time of the write."""
+    before: Mapped[list[str]] = mapped_column(JSON)
+    after: Mapped[list[str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(10), default="planned", index=True)
+    """planned, written, failed, skipped (found changed by someone else), undone."""
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    written_at: Mapped[datetime | None]
+
+    track: Mapped[Track] = relationship()
+
+
+class Run(Base):
+    """One scan (or watch session, or undo): when, where, and what came of it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    """running, done, interrupted (a run killed before it finished stays 'running')."""
+    roots: Mapped[list[str]] = mapped_column(JSON, default=list)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+
+def default_database_path() -> Path:
+    """``library.db`` in the user's data folder (XDG: ~/.local/share/libtagger)."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "library.db"
+
+
+def database_url(location: str | os.PathLike[str] | None) -> str:
+    """A SQLAlchemy URL from a path, a URL, or None (the default path).
+
+    Raises:
+        DatabaseError: the location is not a usable path or URL.
+    """
+    if location is None:
+        location = default_database_path()
+    text = os.fspath(location)
+    if "://" in text:
+        try:
+            make_url(text)
+        except (ArgumentError, ValueError) as exc:
+            raise DatabaseError(f"not a database URL: {text}") from exc
+        return text
+    path = Path(text).expanduser().absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the folder for {path}: {exc.strerror}") from exc
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Per-connection SQLite settings: WAL, durable commits, foreign keys, a busy wait."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite connections get :func:`_sqlite_pragmas`."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def alembic_config(url: str):  # -> alembic.config.Config
+    """Alembic's config pointing at the migrations shipped with the package."""
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("libtagger.migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (Alembic), in one transaction.
+
+    Raises:
+        DatabaseError: the migration failed; the database is left as it was.
+    """
+    from alembic import command
+
+    cfg = alembic_config(str(engine.url))
+    try:
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise DatabaseError(f"cannot upgrade the database: {reason}") from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (None: empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision the shipped migrations know."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+class Library:
+    """An open genre database: the engine and a session factory.
+
+    Raises:
+        DatabaseError: the database cannot be opened or upgraded.
+    """
+
+    def __init__(self, location: str | os.PathLike[str] | None = None, migrate: bool = True):
+        self.url = database_url(location)
+        try:
+            self.engine = create_db_engine(self.url)
+            if migrate and current_revision(self.engine) != head_revision():
+                upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DatabaseError(f"cannot open the database {self.url}: {reason}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose work commits as one transaction, or rolls back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def table_names(self) -> list[str]:
+        """The tables in the database (for checks and tests)."""
+        return sorted(inspect(self.engine).get_table_names())
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

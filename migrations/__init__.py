@@ -1,0 +1,1 @@
+"""Alembic migrations of libtagger's database (installed as ``libtagger.migrations``)."""

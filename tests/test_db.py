@@ -1,0 +1,119 @@
+"""The database: durable SQLite settings, migrations, and upgrades without loss."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+
+from libtagger.cli import main
+from libtagger.errors import DatabaseError
+from libtagger.db import (
+    Classification,
+    GenreRow,
+    Library,
+    TagWrite,
+    Track,
+    create_db_engine,
+    current_revision,
+    database_url,
+    head_revision,
+    upgrade,
+)
+
+
+def test_sqlite_is_durable_and_concurrent(tmp_path):
+    library = Library(tmp_path / "lib.db")
+    with library.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+    assert current_revision(library.engine) == head_revision()
+    assert {"tracks", "classifications", "genres", "tag_writes", "runs"} <= set(library.table_names())
+
+
+def test_non_utf8_paths_round_trip(tmp_path):
+    library = Library(tmp_path / "lib.db")
+    odd = os.fsdecode(b"/music/caf\xe9/\xff.mp3")
+    with library.session() as session:
+        session.add(Track(path=odd, size=1, mtime_ns=1, status="done"))
+    with library.session() as session:
+        assert session.scalars(select(Track.path)).one() == odd
+
+
+def test_one_classification_per_track(tmp_path):
+    library = Library(tmp_path / "lib.db")
+    with library.session() as session:
+        track = Track(path="/m/a.mp3", size=1, mtime_ns=1)
+        track.classification = Classification(model="m", windows=1, voting_windows=1,
+                                              genres=[GenreRow(rank=1, genre="Rock", score=0.5,
+                                                               confidence=1.0)])
+        session.add(track)
+    with library.session() as session:
+        track = session.scalars(select(Track)).one()
+        track.replace_classification(
+            session, Classification(model="m", windows=2, voting_windows=2)
+        )
+    with library.session() as session:
+        assert session.scalars(select(Classification.windows)).all() == [2]
+        assert session.scalars(select(GenreRow)).all() == []
+
+
+def test_database_built_at_the_first_migration_upgrades_without_loss(tmp_path):
+    path = tmp_path / "old.db"
+    engine = create_db_engine(database_url(path))
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO tracks (id, path, size, mtime_ns, identity, format, duration, status, "
+            "attempts, added_at, updated_at) VALUES (1, :p, 10, 20, 'abc', 'mp3', 200.5, 'done', "
+            "1, '2026-11-01 10:00:00', '2026-11-01 10:00:00')"), {"p": b"/music/old.mp3"})
+        conn.execute(text(
+            "INSERT INTO runs (id, kind, started_at, status, roots, counts) VALUES "
+            "(1, 'scan', '2026-11-01 10:00:00', 'done', '[]', '{}')"))
+        conn.execute(text(
+            "INSERT INTO classifications (id, track_id, run_id, model, windows, voting_windows, "
+            "created_at) VALUES (1, 1, 1, 'msd_vgg', 8, 8, '2026-11-01 10:00:00')"))
+        conn.execute(text(
+            "INSERT INTO genres (classification_id, rank, genre, score, confidence) VALUES "
+            "(1, 1, 'House', 0.7, 0.9)"))
+    engine.dispose()
+
+    result = CliRunner().invoke(main, ["--db", str(path), "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert f"0001 -> {head_revision()}" in result.stdout
+    library = Library(path)
+    with library.session() as session:
+        track = session.scalars(select(Track)).one()
+        assert (track.path, track.size, track.identity, track.duration) == (
+            "/music/old.mp3", 10, "abc", 200.5)
+        assert [(g.genre, g.score) for g in track.classification.genres] == [("House", 0.7)]
+        assert session.scalars(select(TagWrite)).all() == []
+
+
+def test_opening_an_old_database_upgrades_it_automatically(tmp_path):
+    path = tmp_path / "old.db"
+    engine = create_db_engine(database_url(path))
+    upgrade(engine, "0001")
+    engine.dispose()
+    Library(path)
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert "tag_writes" in tables
+
+
+def test_unusable_locations_are_clear_errors(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DatabaseError, match="cannot create the folder"):
+        Library(blocker / "sub" / "lib.db")
+    with pytest.raises(DatabaseError, match="not a database URL"):
+        database_url("nope://::")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DatabaseError):
+        Library(garbage)
