@@ -1,0 +1,50 @@
+"""Library-wide statistics for ``libtagger stats``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from libtagger.db import Classification, GenreRow, Library, Track
+
+# Upper edges of the confidence buckets shown by ``stats``.
+CONFIDENCE_EDGES = (0.25, 0.5, 0.75, 1.0)
+
+
+def library_stats(library: Library, max_failures: int = 50) -> dict[str, Any]:
+    """Track counts by status, top-genre histogram, confidence buckets, recent failures."""
+    with library.session() as session:
+        status = dict(session.execute(
+            select(Track.status, func.count()).group_by(Track.status).order_by(Track.status)
+        ).all())
+        top = (
+            select(GenreRow.genre, GenreRow.confidence)
+            .join(Classification, GenreRow.classification_id == Classification.id)
+            .join(Track, Track.id == Classification.track_id)
+            .where(GenreRow.rank == 1, Track.status != "missing")
+        )
+        histogram: dict[str, int] = {}
+        buckets = {_bucket_name(i): 0 for i in range(len(CONFIDENCE_EDGES))}
+        for genre, confidence in session.execute(top):
+            histogram[genre] = histogram.get(genre, 0) + 1
+            index = next(i for i, edge in enumerate(CONFIDENCE_EDGES) if confidence <= edge)
+            buckets[_bucket_name(index)] += 1
+        failures = session.execute(
+            select(Track.path, Track.last_error)
+            .where(Track.status == "failed")
+            .order_by(Track.updated_at.desc())
+            .limit(max_failures)
+        ).all()
+    return {
+        "tracks": sum(status.values()),
+        "status": status,
+        "genres": dict(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "confidence": buckets,
+        "failures": [{"path": p, "error": e} for p, e in failures],
+    }
+
+
+def _bucket_name(index: int) -> str:
+    low = 0.0 if index == 0 else CONFIDENCE_EDGES[index - 1]
+    return f"{low:.2f}-{CONFIDENCE_EDGES[index]:.2f}"

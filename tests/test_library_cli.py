@@ -1,0 +1,136 @@
+"""After a scan: query, show, stats, export, runs and undo through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import audiogen
+import mutagen
+import pytest
+from click.testing import CliRunner
+
+from libtagger.cli import main
+from libtagger.tags import read_genres
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory) -> tuple[Path, Path]:
+    """A scanned library: three files, one of them already tagged by its owner."""
+    root = tmp_path_factory.mktemp("lib") / "Music"
+    (root / "2024").mkdir(parents=True)
+    (root / "2024-old").mkdir()
+    audiogen.write(root / "2024" / "a.flac", audiogen.music(10.0, seed=21))
+    audiogen.write(root / "2024" / "b.mp3", audiogen.music(10.0, seed=22, tempo=95.0))
+    tagged = audiogen.write(root / "2024-old" / "c.ogg", audiogen.music(10.0, seed=23))
+    audio = mutagen.File(tagged)
+    audio["genre"] = ["Polka"]
+    audio.save()
+    db = root.parent / "lib.db"
+    result = CliRunner().invoke(main, ["--db", str(db), "scan", "--jobs", "1", str(root)])
+    assert result.exit_code == 0, result.output
+    return root, db
+
+
+def run(db: Path, *args: str) -> str:
+    result = CliRunner().invoke(main, ["--db", str(db), *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_query_by_genre_score_and_path(scanned):
+    root, db = scanned
+    rows = json.loads(run(db, "query", "--format", "json"))
+    assert len(rows) == 3
+    top = rows[0]["genre"]
+    same = json.loads(run(db, "query", "--format", "json", f"genre:{top}"))
+    assert {r["path"] for r in same} == {r["path"] for r in rows if r["genre"] == top or any(
+        g["genre"] == top for g in r["genres"])}
+    none = json.loads(run(db, "query", "--format", "json", "score:>1"))
+    assert none == []
+    in_folder = json.loads(run(db, "query", "--format", "json", f"path:{root / '2024'}"))
+    assert sorted(Path(r["path"]).name for r in in_folder) == ["a.flac", "b.mp3"]
+    either = json.loads(run(db, "query", "--format", "json", "format:mp3", "OR", "format:ogg"))
+    assert sorted(Path(r["path"]).name for r in either) == ["b.mp3", "c.ogg"]
+    table = run(db, "query", "added:>1d", "--sort", "-path")
+    assert table.splitlines()[0].split() == ["path", "genre", "score", "confidence", "status"]
+    lines = table.splitlines()[1:]  # reversed byte order: "2024/" sorts after "2024-old/"
+    assert "b.mp3" in lines[0] and "c.ogg" in lines[-1] and len(lines) == 3
+
+
+def test_bad_query_is_a_clear_error(scanned):
+    _, db = scanned
+    result = CliRunner().invoke(main, ["--db", str(db), "query", "colour:blue"])
+    assert result.exit_code == 2 and "colour" in result.stderr and "Traceback" not in result.output
+
+
+def test_export_csv_and_json_cover_the_library(scanned):
+    _, db = scanned
+    rows = list(csv.DictReader(io.StringIO(run(db, "export", "--format", "csv"))))
+    assert len(rows) == 3 and all(r["status"] == "done" and r["genre"] for r in rows)
+    data = json.loads(run(db, "export"))
+    assert [r["path"] for r in data] == sorted(r["path"] for r in data)
+
+
+def test_show_and_stats(scanned):
+    root, db = scanned
+    text = run(db, "show", str(root / "2024" / "a.flac"))
+    assert "status     done" in text and "genre " in text and "write" in text
+    data = json.loads(run(db, "show", "--json", str(root / "2024-old" / "c.ogg")))
+    assert data["tag_writes"] == []  # fill_empty: the owner's Polka was kept
+    assert data["genres"] and data["identity"]
+    report = json.loads(run(db, "stats", "--json"))
+    assert report["tracks"] == 3 and report["status"] == {"done": 3}
+    assert sum(report["genres"].values()) == 3 == sum(report["confidence"].values())
+    assert "top genre" in run(db, "stats")
+    assert "scan" in run(db, "runs")
+
+
+def test_undo_restores_and_skips_files_changed_since(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    first = audiogen.write(root / "first.flac", audiogen.music(10.0, seed=31))
+    second = shutil.copy(first, root / "second.flac")
+    third = audiogen.write(root / "third.mp3", audiogen.music(10.0, seed=32))
+    audio = mutagen.File(third, easy=True)
+    audio["genre"] = ["Bossa Nova"]
+    audio.save()
+    db = tmp_path / "lib.db"
+    run(db, "scan", "--jobs", "1", "--policy", "replace", str(root))
+    assert read_genres(third) != ["Bossa Nova"]
+    audio = mutagen.File(second)
+    audio["genre"] = ["Changed By Hand"]
+    audio.save()
+
+    preview = run(db, "undo", "--dry-run", str(root))
+    assert preview.count("would restore") == 2 and read_genres(first) != []
+
+    result = CliRunner().invoke(main, ["--db", str(db), "undo", "--since", "1h"])
+    assert result.exit_code == 0, result.output
+    assert read_genres(first) == []
+    assert read_genres(third) == ["Bossa Nova"]
+    assert read_genres(second) == ["Changed By Hand"]
+    assert "genre changed since our write" in result.stderr
+    assert "2 restored, 1 skipped, 0 failed" in result.stdout
+    again = run(db, "undo", str(root))
+    assert "nothing to undo" in again or "0 restored" in again
+    history = json.loads(run(db, "show", "--json", str(first)))
+    assert [(w["kind"], w["state"]) for w in history["tag_writes"]] == [
+        ("write", "undone"), ("undo", "written")]
+
+
+def test_undo_by_run(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    song = audiogen.write(root / "song.wav", audiogen.music(10.0, seed=41))
+    db = tmp_path / "lib.db"
+    run(db, "scan", "--jobs", "1", str(root))
+    assert read_genres(song)
+    result = CliRunner().invoke(main, ["--db", str(db), "undo", "--run", "1"])
+    assert result.exit_code == 0, result.output
+    assert read_genres(song) == []
+    usage = CliRunner().invoke(main, ["--db", str(db), "undo"])
+    assert usage.exit_code == 2
