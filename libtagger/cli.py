@@ -95,11 +95,38 @@ def _format_time(seconds: float | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, database: str | None, verbose: int) -> None:
     """Tag a music library with genres, from the audio itself."""
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    _setup_logging(logging.WARNING, verbose)
     ctx.obj["config_path"] = config_path
     ctx.obj["database"] = database
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefix each line with its syslog priority (<3> error … <7> debug) for journald."""
+
+    PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                  logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 6)
+        return f"<{priority}>{super().format(record)}"
+
+
+def _setup_logging(base: int, verbose: int) -> None:
+    """Log to stderr; under journald (JOURNAL_STREAM set) with priorities and no timestamps."""
+    levels = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]
+    level = levels[min(levels.index(base) + verbose, len(levels) - 1)]
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("apscheduler", "watchdog", "alembic"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def _library(ctx: click.Context, config):
@@ -391,7 +418,8 @@ def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit
     duration, windows, added, changed, classified, error); -term negates; OR separates
     alternatives. See the README for the whole grammar.
     """
-    from libtagger.query import select_tracks, track_rows, write_rows
+    from libtagger.listing import track_rows, write_rows
+    from libtagger.query import select_tracks
 
     config = _load(ctx)
     library = _library(ctx, config)
@@ -418,7 +446,7 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
     from sqlalchemy import select
 
     from libtagger.db import TagWrite, Track
-    from libtagger.query import track_rows
+    from libtagger.listing import track_rows
 
     config = _load(ctx)
     library = _library(ctx, config)
@@ -512,3 +540,52 @@ def runs(ctx: click.Context, limit: int) -> None:
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v)
             click.echo(f"{run.id:>5}  {run.kind:<6} {run.started_at:%Y-%m-%d %H:%M}  "
                        f"{run.status:<11} {counts}")
+
+
+@main.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--polling", is_flag=True, help="Poll the folders instead of inotify (network shares).")
+@click.pass_context
+def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling: bool) -> None:
+    """Watch music folders and tag new and changed tracks as they arrive (the service)."""
+    from libtagger.watch import run_daemon
+
+    _setup_logging(logging.INFO, ctx.obj["verbose"])
+    config = _load(ctx)
+    roots = roots or config.library.roots
+    if not roots:
+        raise click.UsageError("name a music folder (or set library.roots in the config)")
+    library = _library(ctx, config)
+    code = run_daemon(config, library, list(roots), _jobs(jobs, config, os.cpu_count() or 1),
+                      polling, ctx.obj["config_path"])
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """What the watch daemon is doing: queue, work in hand, failures, last reconcile."""
+    from libtagger.report import daemon_status
+
+    config = _load(ctx)
+    report = daemon_status(_library(ctx, config))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    daemon = report["daemon"]
+    if daemon["running"]:
+        click.echo(f"daemon: running (pid {daemon['pid']}) since {daemon['started_at']}, "
+                   f"last heartbeat {daemon['heartbeat_age']:.0f} s ago")
+    else:
+        click.echo("daemon: not running" + (f" (last seen {daemon['started_at']})"
+                                             if daemon["started_at"] else ""))
+    q = report["queue"]
+    click.echo(f"queue: {q['queued']} waiting ({q['due']} due), {q['claimed']} in progress, "
+               f"{q['failed']} failed")
+    click.echo(f"done: {daemon['processed']} tracks this session, {q['done_last_10_min']} jobs "
+               f"in the last 10 minutes ({report['throughput_per_min']:.1f}/min)")
+    click.echo(f"last reconcile: {report['last_reconcile'] or 'never'}")
+    for failure in report["failed_jobs"]:
+        click.echo(f"failed: {display_path(failure['path'])}: {failure['error']}")

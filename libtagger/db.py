@@ -19,6 +19,8 @@ import numpy as np
 import platformdirs
 from sqlalchemy import (
     JSON,
+    and_,
+    or_,
     ForeignKey,
     Index,
     LargeBinary,
@@ -65,6 +67,17 @@ class FilePath(TypeDecorator[str]):
 
     def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
         return None if value is None else os.fsdecode(value)
+
+
+def under_path(column: Any, path: str) -> Any:
+    """SQL: ``column`` is the file ``path`` or anything under that folder.
+
+    Byte order is path order, so "under folder/" is the range [folder/, folder0) on the
+    unique index ("0" is the byte after "/"), and /m/2024 never matches /m/2024-old.
+    """
+    folder = path.rstrip(os.sep) + os.sep
+    after = folder[:-1] + chr(ord(os.sep) + 1)
+    return or_(column == path, and_(column >= folder, column < after))
 
 
 class Base(DeclarativeBase):
@@ -190,6 +203,30 @@ class TagWrite(Base):
     written_at: Mapped[datetime | None]
 
     track: Mapped[Track] = relationship()
+
+
+class Job(Base):
+    """One piece of work for the watch daemon, claimed with a lease (see ``libtagger.queue``)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_not_before", "state", "not_before"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    """file (appeared or changed), move (path -> dest), gone (deleted), folder (appeared)."""
+    path: Mapped[str] = mapped_column(FilePath, index=True)
+    dest: Mapped[str | None] = mapped_column(FilePath)
+    state: Mapped[str] = mapped_column(String(8), default="queued")
+    """queued, claimed, done or failed (parked after too many attempts)."""
+    attempts: Mapped[int] = mapped_column(default=0)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    """Not to be claimed before this: the settle period, or the retry backoff."""
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Run(Base):

@@ -34,29 +34,18 @@ Fields:
 ``added:T``, ``changed:T``, ``classified:T``
     When the track was added, last changed, or classified.
 
-Numbers take ``>x``, ``>=x``, ``<x``, ``<=x``, ``=x`` or ``x``, and inclusive ranges ``a..b``,
-``..b``, ``a..``; ``=x`` allows for rounding in the sixth digit (``score:0.6`` matches the
-stored 0.6000000238).
-
-Times are ISO dates or times in local time (``2026-11-01``, ``2026-11-01T14:00``; an explicit
-offset is honoured), ``2026-11`` or ``2026``, ages (``12h``, ``7d``, ``2w``: that long ago),
-``today``, ``yesterday``, or a weekday (``monday``/``mon``: the latest Monday, 00:00 local
-time). ``>`` means later: ``added:>7d`` is the last 7 days, ``changed:>monday`` since Monday. A
-calendar value stands for its whole period where that matters: ``added:2026-11-01``,
-``added:<=2026-11-01`` and ``added:2026-11-01..2026-11-03`` all include the whole named day.
-An age is an instant, so it takes a comparison or a range (``added:14d..7d``), not ``=``.
+Numbers, durations and times take comparisons and ranges (``>0.6``, ``..4:05``, ``14d..7d``);
+:mod:`libtagger.values` lists their forms and reads them.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -73,31 +62,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
-from libtagger.db import Classification, FilePath, GenreRow, Track
-from libtagger.errors import LibtaggerError, display_path
+from libtagger import values
+from libtagger.db import Classification, FilePath, GenreRow, Track, under_path
+from libtagger.errors import LibtaggerError
 from libtagger.vote import normalise_genre
 
-STATUSES = ("pending", "done", "failed", "missing")
 ORDERINGS = ("path", "score", "added", "classified", "genre")
-OUTPUT_FORMATS = ("table", "csv", "json")
-TABLE_COLUMNS = ("path", "genre", "score", "confidence", "status")
-CSV_COLUMNS = ("path", "format", "duration", "status", "genre", "score", "confidence", "genres",
-               "model", "classified_at", "added_at", "last_error")
 
 
 class QueryError(LibtaggerError):
     """A query (or an ordering or output format) cannot be understood; the message says why."""
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """An interval of numbers or UTC times; ``None`` is an open end."""
-
-    low: Any = None
-    high: Any = None
-    low_open: bool = False
-    """True: strictly greater than ``low``."""
-    high_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,164 +99,10 @@ class Query:
     groups: tuple[Group, ...]
 
 
-# --- reading values --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Point:
-    """One written value: what ``>``/``<`` compare with, and the span ``=`` and ``<=`` use."""
-
-    value: Any
-    upto: tuple[Any, bool]
-    """The inclusive upper bound it names: (bound, open)."""
-    equal: tuple[Any, Any] | None
-    """``=x`` matches [equal[0], equal[1]); None: an instant, no useful equality."""
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d\d(?:\.\d+)?)")
-_UNITS = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-_AGE = re.compile(r"(\d+(?:\.\d+)?)([hdw])")
-_AGE_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-def _number(text: str) -> _Point:
-    """A plain number; ``=`` allows for float32 rounding (scores are stored from float32)."""
-    if not _NUMBER.fullmatch(text):
-        raise ValueError("a number, a comparison or a range, like 0.6, >0.6, <=3 or 0.2..0.8")
-    value = float(text)
-    slack = 1e-6 * max(1.0, abs(value))
-    return _Point(value, (value, False), (value - slack, value + slack))
-
-
-def _duration(text: str) -> _Point:
-    """Seconds written as ``245``, ``90s``, ``3m``, ``1h30m``, ``4:05`` or ``1:02:03``."""
-    if _NUMBER.fullmatch(text):
-        seconds = float(text)
-    elif clock := _CLOCK.fullmatch(text):
-        hours, minutes, secs = clock.groups()
-        seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
-    elif (units := _UNITS.fullmatch(text)) and any(units.groups()):
-        hours, minutes, secs = (float(part or 0) for part in units.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
-    else:
-        raise ValueError("a duration like 245, 90s, 3m, 1h30m or 4:05")
-    return _Point(seconds, (seconds + 1, True), (seconds, seconds + 1))  # a whole second
-
-
-def _to_utc(moment: datetime) -> datetime:
-    """A local (naive) or aware time as naive UTC, the way the database stores times."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _period(start: datetime, end: datetime) -> _Point:
-    """A local calendar period [start, end) as a point in UTC."""
-    start, end = _to_utc(start), _to_utc(end)
-    return _Point(start, (end, True), (start, end))
-
-
-def _day(day: date) -> _Point:
-    """One local calendar day."""
-    midnight = datetime(day.year, day.month, day.day)
-    return _period(midnight, midnight + timedelta(days=1))
-
-
-def _moment_reader(now: datetime) -> Callable[[str], _Point]:
-    """A reader of time values relative to ``now`` (aware)."""
-    today = now.astimezone().date()
-
-    def read(text: str) -> _Point:
-        word = text.lower()
-        if age := _AGE.fullmatch(word):
-            moment = _to_utc(now) - float(age.group(1)) * _AGE_UNITS[age.group(2)]
-            return _Point(moment, (moment, False), None)
-        if word in ("today", "yesterday"):
-            return _day(today - timedelta(days=1 if word == "yesterday" else 0))
-        for index, name in enumerate(_WEEKDAYS):
-            if word in (name, name[:3]):
-                return _day(today - timedelta(days=(today.weekday() - index) % 7))
-        if re.fullmatch(r"\d{4}(-\d\d)?", text):
-            year, month = int(text[:4]), int(text[5:] or 0)
-            if month:
-                if not 1 <= month <= 12:
-                    raise ValueError("a month 01-12")
-                end = datetime(year + month // 12, month % 12 + 1, 1)
-                return _period(datetime(year, month, 1), end)
-            return _period(datetime(year, 1, 1), datetime(year + 1, 1, 1))
-        try:
-            return _day(date.fromisoformat(text))
-        except ValueError:
-            pass
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(
-                "a date or time (2026-11-01, 2026-11-01T14:00), an age (12h, 7d, 2w), "
-                "today, yesterday or a weekday"
-            ) from None
-        clock = re.match(r"[\d:]*", re.split(r"[T ]", text, maxsplit=1)[-1])
-        digits = len(clock.group().replace(":", "")) if clock else 0
-        step = {2: "hours", 4: "minutes"}.get(digits, "seconds")
-        return _period(moment, moment + timedelta(**{step: 1}))
-
-    return read
-
-
-def _bounds(text: str, read: Callable[[str], _Point]) -> Bounds:
-    """``>x``, ``>=x``, ``<x``, ``<=x``, ``=x``, ``x`` or ``a..b`` read into bounds."""
-    if ".." in text:
-        low_text, _, high_text = text.partition("..")
-        if not low_text and not high_text:
-            raise ValueError("a range with at least one end, like 0.2..0.8 or ..0.8")
-        low = read(low_text) if low_text else None
-        high = read(high_text) if high_text else None
-        if low and high and low.value > high.value:
-            low, high = high, low
-        upper = high.upto if high else (None, False)
-        return Bounds(low.value if low else None, upper[0], False, upper[1])
-    for op in (">=", "<=", ">", "<", "="):
-        if text.startswith(op):
-            point = read(text[len(op):])
-            break
-    else:
-        op, point = "=", read(text)
-    if op == "=":
-        if point.equal is None:
-            raise ValueError("a comparison (>7d newer, <7d older) or a range (14d..7d)")
-        return Bounds(point.equal[0], point.equal[1], False, True)
-    if op == "<=":
-        return Bounds(high=point.upto[0], high_open=point.upto[1])
-    if op[0] == ">":
-        return Bounds(low=point.value, low_open=op == ">")
-    return Bounds(high=point.value, high_open=True)
-
-
-def _genre_pattern(text: str, now: datetime) -> re.Pattern[str]:
-    """A genre name (``*`` wildcards allowed) as a pattern over normalised names."""
-    pieces = [normalise_genre(piece) for piece in text.split("*")]
-    if len(pieces) == 1 and not pieces[0]:
-        raise ValueError("a genre name with letters or digits, like house or 'hip hop'")
-    return re.compile(".*".join(re.escape(piece) for piece in pieces))
-
-
-def _folder(text: str, now: datetime) -> str:
-    """A path as the user means it: ``~`` expanded, absolute, and (no glob) with symlinks
-    resolved, the way scans store paths."""
-    path = os.path.expanduser(text)
-    return os.path.abspath(path) if any(c in path for c in "*?[") else os.path.realpath(path)
-
-
-def _status(text: str, now: datetime) -> str:
-    if text.lower() not in STATUSES:
-        raise ValueError("one of " + ", ".join(STATUSES))
-    return text.lower()
-
-
 # --- matching --------------------------------------------------------------------------------
 
 
-def _within(column: InstrumentedAttribute[Any], bounds: Bounds) -> ColumnElement[bool]:
+def _within(column: InstrumentedAttribute[Any], bounds: values.Bounds) -> ColumnElement[bool]:
     """``column`` inside ``bounds``."""
     parts = []
     if bounds.low is not None:
@@ -308,9 +128,7 @@ def _under(path: str) -> ColumnElement[bool]:
             *(cast(Track.path, Text).op("GLOB")(cast(literal(p, FilePath), Text))
               for p in (pattern, below))
         )
-    # Byte order is path order: everything under folder/ sorts before folder0 ("0" follows "/").
-    after = folder[:-1] + chr(ord(os.sep) + 1)
-    return or_(Track.path == path, and_(Track.path >= folder, Track.path < after))
+    return under_path(Track.path, path)
 
 
 @dataclass(frozen=True)
@@ -323,44 +141,27 @@ class _Field:
     """"genre" (a genre row), "classification" or "track"."""
 
 
-def _numbers(text: str, now: datetime) -> Bounds:
-    return _bounds(text, _number)
-
-
-def _durations(text: str, now: datetime) -> Bounds:
-    return _bounds(text, _duration)
-
-
-def _moments(text: str, now: datetime) -> Bounds:
-    return _bounds(text, _moment_reader(now))
-
-
-def _text(text: str, now: datetime) -> str:
-    return text
-
-
-def _lower(text: str, now: datetime) -> str:
-    return text.lower().lstrip(".")
-
-
 _FIELDS: dict[str, _Field] = {
-    "genre": _Field(_genre_pattern, lambda names: GenreRow.genre.in_(names), "genre"),
-    "score": _Field(_numbers, lambda b: _within(GenreRow.score, b), "genre"),
-    "confidence": _Field(_numbers, lambda b: _within(GenreRow.confidence, b), "genre"),
-    "rank": _Field(_numbers, lambda b: _within(GenreRow.rank, b), "genre"),
-    "path": _Field(_folder, _under, "track"),
-    "format": _Field(_lower, lambda v: func.lower(Track.format) == v, "track"),
-    "status": _Field(_status, lambda v: Track.status == v, "track"),
-    "model": _Field(_text, lambda v: _contains(Classification.model, v), "classification"),
-    "duration": _Field(_durations, lambda b: _within(Track.duration, b), "track"),
-    "windows": _Field(_numbers, lambda b: _within(Classification.windows, b), "classification"),
-    "added": _Field(_moments, lambda b: _within(Track.added_at, b), "track"),
-    "changed": _Field(_moments, lambda b: _within(Track.updated_at, b), "track"),
-    "classified": _Field(_moments, lambda b: _within(Classification.created_at, b),
+    "genre": _Field(values.genre_pattern, lambda names: GenreRow.genre.in_(names), "genre"),
+    "score": _Field(values.numbers, lambda b: _within(GenreRow.score, b), "genre"),
+    "confidence": _Field(values.numbers, lambda b: _within(GenreRow.confidence, b), "genre"),
+    "rank": _Field(values.numbers, lambda b: _within(GenreRow.rank, b), "genre"),
+    "path": _Field(values.folder, _under, "track"),
+    "format": _Field(values.file_format, lambda v: func.lower(Track.format) == v, "track"),
+    "status": _Field(values.status, lambda v: Track.status == v, "track"),
+    "model": _Field(values.as_written, lambda v: _contains(Classification.model, v),
+                    "classification"),
+    "duration": _Field(values.durations, lambda b: _within(Track.duration, b), "track"),
+    "windows": _Field(values.numbers, lambda b: _within(Classification.windows, b),
+                      "classification"),
+    "added": _Field(values.times, lambda b: _within(Track.added_at, b), "track"),
+    "changed": _Field(values.times, lambda b: _within(Track.updated_at, b), "track"),
+    "classified": _Field(values.times, lambda b: _within(Classification.created_at, b),
                          "classification"),
-    "error": _Field(_text, lambda v: _contains(Track.last_error, v), "track"),
+    "error": _Field(values.as_written, lambda v: _contains(Track.last_error, v), "track"),
 }
-_BARE_WORD = _Field(_text, lambda v: _contains(Track.path, literal(v, FilePath)), "track")
+_BARE_WORD = _Field(values.as_written, lambda v: _contains(Track.path, literal(v, FilePath)),
+                    "track")
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -484,7 +285,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         QueryError: ``text`` is not a time.
     """
     try:
-        return _moment_reader(_aware(now))(text.strip()).value  # type: ignore[no-any-return]
+        return values.time_start(text.strip(), _aware(now))
     except (ValueError, OverflowError) as exc:
         raise QueryError(f'bad time "{text}": expected {exc}') from None
 
@@ -598,79 +399,3 @@ def select_tracks(
     if limit is not None:
         statement = statement.limit(limit)
     return list(session.scalars(statement))
-
-
-# --- output ----------------------------------------------------------------------------------
-
-
-def _iso(moment: datetime | None) -> str | None:
-    """A stored (naive UTC) time as ISO 8601 with its offset."""
-    return None if moment is None else moment.replace(tzinfo=UTC).isoformat()
-
-
-def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
-    """Flat, JSON-ready records; ``path`` is exact (undecodable bytes as surrogate escapes)."""
-    rows = []
-    for track in tracks:
-        found = track.classification
-        genres = [
-            {"genre": g.genre, "score": round(g.score, 4), "confidence": round(g.confidence, 4)}
-            for g in (found.genres if found else [])
-        ]
-        top: dict[str, Any] = genres[0] if genres else {}
-        rows.append({
-            "path": track.path,
-            "format": track.format,
-            "duration": None if track.duration is None else round(track.duration, 3),
-            "status": track.status,
-            "genre": top.get("genre"),
-            "score": top.get("score"),
-            "confidence": top.get("confidence"),
-            "genres": genres,
-            "model": found.model if found else None,
-            "classified_at": _iso(found.created_at) if found else None,
-            "added_at": _iso(track.added_at),
-            "last_error": track.last_error,
-        })
-    return rows
-
-
-def _cell(value: Any) -> str:
-    """A table or CSV cell."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def write_rows(rows: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
-    """Write :func:`track_rows` records as ``table``, ``csv`` or ``json``.
-
-    JSON is ASCII with escapes, so undecodable path bytes survive (as ``\\udcXX``); the table
-    and CSV show them as U+FFFD, and CSV lists only the genre names (``; ``-joined).
-
-    Raises:
-        QueryError: ``fmt`` is not one of :data:`OUTPUT_FORMATS`.
-    """
-    if fmt == "json":
-        json.dump(list(rows), stream, indent=2)
-        stream.write("\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(stream, CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            flat = {**row, "path": display_path(row["path"])}
-            flat["genres"] = "; ".join(g["genre"] for g in row["genres"])
-            writer.writerow(flat)
-    elif fmt == "table":
-        cells = [list(TABLE_COLUMNS)] + [
-            [display_path(row["path"])] + [_cell(row[c]) for c in TABLE_COLUMNS[1:]]
-            for row in rows
-        ]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-        for line in cells:
-            padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-            stream.write("  ".join(padded).rstrip() + "\n")
-    else:
-        raise QueryError(f"unknown output format {fmt!r}: expected table, csv or json")

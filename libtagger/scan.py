@@ -16,16 +16,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 
 import mutagen
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from libtagger.audio import AUDIO_EXTENSIONS, AudioFile, FrontEnd
 from libtagger.classify import Classifier, init_worker, worker_classifier
 from libtagger.config import Config
-from libtagger.db import Library, Run, Track, utcnow
+from libtagger.db import Library, Run, Track, under_path, utcnow
 from libtagger.errors import FileError
 from libtagger.pipeline import Analysis, Outcome, analyse, genres_to_write, record
 from libtagger.pipeline import reconcile_planned_writes
-from libtagger.tags import is_temp_file, plan_genres, read_genres, remove_stale_temp_files
+from libtagger.safewrite import is_temp_file, remove_stale_temp_files
+from libtagger.tags import plan_genres, read_genres
 
 # Endings that are never audio: skipped without opening them.
 NOT_AUDIO = frozenset(
@@ -64,6 +65,11 @@ def walk_library(roots: Iterable[str], temp_files: list[str] | None = None) -> I
     stack = sorted({os.path.realpath(os.path.expanduser(r)) for r in roots}, reverse=True)
     while stack:
         folder = stack.pop()
+        if os.path.isfile(folder):  # a single file given as a root (the daemon's file jobs)
+            found = _found_file(folder)
+            if found is not None:
+                yield found
+            continue
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in seen_dirs:
@@ -98,6 +104,21 @@ def walk_library(roots: Iterable[str], temp_files: list[str] | None = None) -> I
                 continue
             if stat_module.S_ISREG(st.st_mode):
                 yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def _found_file(path: str) -> FoundFile | None:
+    """A single path, if it is a regular file that looks like audio."""
+    name = os.path.basename(path)
+    ext = os.path.splitext(name)[1].lower()
+    if is_temp_file(name) or ext in NOT_AUDIO:
+        return None
+    if ext not in AUDIO_EXTENSIONS and not _looks_like_audio(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FoundFile(path, st.st_size, st.st_mtime_ns) if stat_module.S_ISREG(st.st_mode) else None
 
 
 @dataclass
@@ -142,10 +163,6 @@ def _identity(path: str) -> str | None:
         return None
 
 
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
 def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSummary,
               progress: ProgressCallback | None = None) -> list[int]:
     """Compare disk and database; apply moves, missing marks and stat updates; return the
@@ -163,8 +180,9 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
     with library.session() as session:
         rows = session.execute(
             select(Track.id, Track.path, Track.size, Track.mtime_ns, Track.status, Track.identity)
+            .where(or_(*(under_path(Track.path, root) for root in roots)))
         ).all()
-    known = {r.path: r for r in rows if _under(r.path, roots)}
+    known = {r.path: r for r in rows}
 
     todo: list[int] = []
     stat_updates: list[dict[str, int]] = []

@@ -2,24 +2,16 @@
 
 Each tag family (ID3, Vorbis comments, MP4 atoms) is a small class that declares the mutagen
 file types it covers and how it keeps genres; nothing else branches on the format. mutagen edits
-files in place, so a write edits a hidden copy beside the file and renames it over the original
-only once the copy is complete and on disk. A crash, a full disk or a kill -9 leaves either the
-old file or the new one, plus at worst a stale copy that :func:`remove_stale_temp_files` clears.
+files in place, so a write edits a copy and lets :mod:`libtagger.safewrite` put it in place of
+the file: a crash, a full disk or a kill -9 leaves either the old file or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import hashlib
 import logging
 import math
 import os
-import secrets
-import shutil
-import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -35,16 +27,11 @@ from mutagen.wave import WAVE
 
 from libtagger.config import TAG_POLICIES, TagConfig
 from libtagger.errors import DecodeError, FileError, TagWriteError
+from libtagger.safewrite import StrPath, failure_reason, locked_original, replace_with_edited_copy
 from libtagger.vote import normalise_genre
 
 log = logging.getLogger(__name__)
 
-StrPath = str | os.PathLike[str]
-
-TEMP_SUFFIX = ".libtagger-tmp"
-"""Every temporary copy of a file being tagged ends with this, and nothing else should."""
-TEMP_PATTERN = f".*{TEMP_SUFFIX}"
-"""Glob pattern of the temporary copies (hidden files), for scanners and watchers to skip."""
 SCORE_FIELD = "LIBTAGGER_GENRE_SCORE"
 """Name of our score field (ID3 TXXX description, Vorbis comment key)."""
 
@@ -265,33 +252,22 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
     wanted = [genre.strip() for genre in genres]
     if any(not genre or "\0" in genre for genre in wanted):
         raise ValueError(f"genres must be non-empty text without NUL characters: {wanted!r}")
-    target = Path(os.path.realpath(path))  # write the file a symlink points to; keep the link
-    try:
-        _check_writable(path, target)
-        with open(target, "rb") as original:
+    with locked_original(path) as (target, original):
+        kind, family = _detect(path, original)
+        info = _load(path, kind, original, family.read_options).info  # garbage fails here
+
+        def edit(copy: Path) -> None:
+            audio = _load(path, kind, copy, family.write_options)
             try:
-                fcntl.flock(original.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise TagWriteError(path, "locked by another process; not changed") from None
-            kind, family = _detect(path, original)
-            info = _load(path, kind, original, family.read_options).info  # garbage fails here
+                family.set_genres(audio, wanted, config)
+                if config.write_score:
+                    family.set_score(audio, score, config)
+                family.save(audio, config)
+            except Exception as exc:  # mutagen wraps OSError (a full disk) in its own errors
+                raise TagWriteError(path, failure_reason(exc)) from exc
+            _check_copy(path, kind, family, copy, wanted, config, info)
 
-            def edit(copy: Path) -> None:
-                audio = _load(path, kind, copy, family.write_options)
-                try:
-                    family.set_genres(audio, wanted, config)
-                    if config.write_score:
-                        family.set_score(audio, score, config)
-                    family.save(audio, config)
-                except Exception as exc:  # mutagen wraps OSError (a full disk) in its own errors
-                    raise TagWriteError(path, _reason(exc)) from exc
-                _check_copy(path, kind, family, copy, wanted, config, info)
-
-            _replace_with_edited_copy(path, target, original, edit)
-    except (TagWriteError, DecodeError):
-        raise
-    except OSError as exc:
-        raise TagWriteError(path, _reason(exc)) from exc
+        replace_with_edited_copy(path, target, original, edit)
 
 
 def try_write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
@@ -303,75 +279,6 @@ def try_write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
         log.warning("genres not written: %s", exc)
         return False
     return True
-
-
-def is_temp_file(path: StrPath) -> bool:
-    """Whether a path is one of our temporary copies (by its name)."""
-    name = os.path.basename(os.fspath(path))
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-
-def remove_stale_temp_files(folder_or_paths: StrPath | Iterable[StrPath]) -> list[Path]:
-    """Delete temporary copies left by interrupted writes; returns the paths removed.
-
-    Takes a folder (its direct entries are checked) or paths (folders among them are checked
-    the same way; other paths count if they are temporary copies). A copy that a running write
-    still holds locked is kept.
-    """
-    items = [folder_or_paths] if isinstance(folder_or_paths, (str, os.PathLike)) \
-        else list(folder_or_paths)
-    candidates: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir() and not item.is_symlink():
-            with os.scandir(item) as entries:
-                candidates += [Path(e.path) for e in entries if is_temp_file(e.name)]
-        elif is_temp_file(item):
-            candidates.append(item)
-    return [path for path in candidates if _remove_if_stale(path)]
-
-
-# --- the write, step by step ------------------------------------------------------------------
-
-
-def _replace_with_edited_copy(path: StrPath, target: Path, original: IO[bytes],
-                              edit: Callable[[Path], None]) -> None:
-    """Copy the locked original beside it, edit the copy, flush it, rename it over the original.
-
-    Until the rename the original is never opened for writing; on any failure the copy is
-    removed and the original stays exactly as it was.
-    """
-    before = os.fstat(original.fileno())
-    temp, fd = _create_temp(target)
-    try:
-        original.seek(0)
-        with open(fd, "wb", closefd=False) as copy:
-            shutil.copyfileobj(original, copy, 1 << 20)
-        _copy_attributes(original.fileno(), fd, before)
-        edit(temp)
-        os.fsync(fd)
-        now = os.stat(target)
-        if (now.st_ino, now.st_size, now.st_mtime_ns) != \
-                (before.st_ino, before.st_size, before.st_mtime_ns):
-            raise TagWriteError(path, "the file changed while we wrote its tags; not changed")
-        os.replace(temp, target)
-    except BaseException:
-        _unlink_quietly(temp)
-        raise
-    finally:
-        os.close(fd)
-    _fsync_folder(target.parent)
-
-
-def _check_writable(path: StrPath, target: Path) -> None:
-    """Refuse files and folders the user made read-only, even when we run as root."""
-    st = os.stat(target)
-    if not stat.S_ISREG(st.st_mode):
-        raise TagWriteError(path, "not a regular file")
-    if not st.st_mode & stat.S_IWUSR or not os.access(target, os.W_OK):
-        raise TagWriteError(path, "read-only file (no write permission); not changed")
-    folder = os.stat(target.parent)
-    if not folder.st_mode & stat.S_IWUSR or not os.access(target.parent, os.W_OK | os.X_OK):
-        raise TagWriteError(path, "read-only folder: no safe copy can be made beside the file")
 
 
 def _detect(path: StrPath, file: IO[bytes]) -> tuple[type[mutagen.FileType], TagFamily]:
@@ -417,110 +324,6 @@ def _check_copy(path: StrPath, kind: type[mutagen.FileType], family: TagFamily, 
                for key in ("sample_rate", "channels"))
     if not same or not math.isclose(audio.info.length, info.length, rel_tol=1e-3, abs_tol=1e-3):
         raise TagWriteError(path, "the audio stream looked different after saving; not changed")
-
-
-def _create_temp(target: Path) -> tuple[Path, int]:
-    """A new hidden file beside the target, open and locked for as long as the write lasts.
-
-    The lock tells remove_stale_temp_files the copy is alive. A cleaner can only take it in the
-    instant between creating and locking; then we see the name gone and try a new one.
-    """
-    for _ in range(3):
-        temp = _temp_path(target)
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.stat(temp).st_ino == os.fstat(fd).st_ino:
-                return temp, fd
-        except OSError:  # BlockingIOError, FileNotFoundError: a cleaner got there first
-            pass
-        os.close(fd)
-    raise OSError(errno.EBUSY, "temporary copies kept being removed by another process")
-
-
-def _temp_path(target: Path) -> Path:
-    """A unique hidden name beside the target, short enough for any file system."""
-    name = target.name
-    if len(os.fsencode(name)) > 200:
-        name = hashlib.sha256(os.fsencode(name)).hexdigest()[:20]
-    return target.with_name(f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-
-
-def _copy_attributes(source_fd: int, fd: int, before: os.stat_result) -> None:
-    """Give the copy the original's owner, group, permission bits and extended attributes."""
-    if os.geteuid() == 0:
-        os.fchown(fd, before.st_uid, before.st_gid)
-    else:
-        with contextlib.suppress(OSError):  # allowed when we are in the file's group
-            os.fchown(fd, -1, before.st_gid)
-    os.fchmod(fd, stat.S_IMODE(before.st_mode))
-    try:
-        names = os.listxattr(source_fd)
-    except OSError:
-        return
-    for name in names:
-        try:
-            os.setxattr(fd, name, os.getxattr(source_fd, name))
-        except OSError:
-            log.debug("extended attribute %s not copied", name)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; the file is already replaced, so a failure only warns."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        log.warning("could not flush folder %s: %s", folder, exc)
-
-
-def _remove_if_stale(path: Path) -> bool:
-    """Delete a temporary copy unless a running write holds its lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(path)
-        return True
-    except OSError:  # BlockingIOError: a write in progress
-        return False
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove temporary copy %s: %s", path, exc)
-
-
-def _reason(exc: BaseException) -> str:
-    """A short reason for a failed write, saying plainly when the disk is full."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:  # mutagen wraps the OSError; look through causes and arguments
-        item = pending.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, OSError) and item.errno is not None:
-            plain = {
-                errno.ENOSPC: "disk full (no space left on device)",
-                errno.EDQUOT: "disk quota exceeded",
-                errno.EFBIG: "file too large for the file size limit (EFBIG)",
-                errno.EROFS: "read-only file system",
-            }.get(item.errno, item.strerror or str(item))
-            return f"{plain}; not changed"
-        pending += [item.__cause__, item.__context__, *item.args]
-    return f"mutagen could not save the tags ({exc}); not changed"
 
 
 def _cleaned(values: Iterable[str]) -> list[str]:

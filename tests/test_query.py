@@ -15,14 +15,13 @@ import pytest
 from sqlalchemy import func, select, text
 
 from libtagger.db import Classification, GenreRow, Library, Track
+from libtagger.listing import track_rows, write_rows
 from libtagger.query import (
     QueryError,
     build_filter,
     parse_query,
     parse_when,
     select_tracks,
-    track_rows,
-    write_rows,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday; 21:00 in Tokyo

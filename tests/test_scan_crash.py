@@ -15,7 +15,7 @@ import av
 import numpy as np
 from conftest import REPO
 
-from libtagger.tags import is_temp_file
+from libtagger.safewrite import is_temp_file
 
 
 def pcm(path) -> np.ndarray:

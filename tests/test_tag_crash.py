@@ -24,7 +24,8 @@ import av
 import pytest
 
 from libtagger.config import TagConfig
-from libtagger.tags import TEMP_SUFFIX, read_genres, remove_stale_temp_files, write_genres
+from libtagger.safewrite import TEMP_SUFFIX, remove_stale_temp_files
+from libtagger.tags import read_genres, write_genres
 
 REPO = Path(__file__).resolve().parent.parent
 FORMATS = ("mp3", "flac", "m4a", "ogg", "wav")

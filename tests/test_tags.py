@@ -28,13 +28,11 @@ from mutagen.wave import WAVE
 
 from libtagger.config import TagConfig
 from libtagger.errors import DecodeError, TagWriteError
+from libtagger.safewrite import TEMP_SUFFIX, is_temp_file, remove_stale_temp_files
 from libtagger.tags import (
     SCORE_FIELD,
-    TEMP_SUFFIX,
-    is_temp_file,
     plan_genres,
     read_genres,
-    remove_stale_temp_files,
     try_write_genres,
     write_genres,
 )
