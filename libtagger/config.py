@@ -114,12 +114,43 @@ TAG_POLICIES = ("fill_empty", "replace", "append")
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """How ``libtagger watch`` notices files and schedules its work."""
+
+    quiet_seconds: float = 10.0
+    """A file is processed once its size and mtime have not changed for this long."""
+    polling: bool = False
+    """Poll every root instead of using inotify (network shares); --polling does the same."""
+    polling_roots: tuple[str, ...] = ()
+    """Roots to poll while the others use inotify."""
+    polling_seconds: float = 30.0
+    """How often polled roots are compared."""
+    reconcile_minutes: float = 60.0
+    """A reconcile scan runs at start-up and then this often, to catch what events missed."""
+    retry_failed_hours: float = 24.0
+    """Jobs parked as failed get a new round of attempts this often."""
+    max_attempts: int = 5
+    """Attempts before a job is parked as failed, its error kept."""
+    backoff_seconds: float = 30.0
+    """Delay before the first retry; it doubles with each attempt."""
+    lease_seconds: float = 600.0
+    """A claimed job that is not finished in this time is given back to the queue."""
+    root_check_seconds: float = 30.0
+    """How often a vanished root (an unmounted share) is looked for again."""
+    stop_grace_seconds: float = 5.0
+    """On SIGTERM, how long work in hand may take to finish before it is put back."""
+    poll_seconds: float = 0.5
+    """How often the queue is checked for due jobs when idle."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
     library: LibraryConfig = field(default_factory=LibraryConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     tags: TagConfig = field(default_factory=TagConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
     """(canonical genre, model tags) pairs, in the order ties are broken."""
     source: str | None = None
@@ -164,7 +195,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         ConfigError: unknown key or wrong type; the message names the key.
     """
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"library", "classifier", "tags", "genres"}
+    unknown = set(data) - {"library", "classifier", "tags", "watch", "genres"}
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
     library = _section(LibraryConfig, data.get("library", {}), "library", where)
@@ -174,10 +205,18 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
     _check_classifier(classifier, where)
     tags = _section(TagConfig, data.get("tags", {}), "tags", where)
     _check_tags(tags, where)
+    watch = _section(WatchConfig, data.get("watch", {}), "watch", where)
+    for key in ("quiet_seconds", "polling_seconds", "reconcile_minutes", "retry_failed_hours",
+                "backoff_seconds", "lease_seconds", "root_check_seconds", "poll_seconds"):
+        if getattr(watch, key) <= 0:
+            raise ConfigError(f"{where}watch.{key} must be more than 0")
+    if watch.max_attempts < 1:
+        raise ConfigError(f"{where}watch.max_attempts must be at least 1")
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
-    return Config(library=library, classifier=classifier, tags=tags, genres=genres, source=source)
+    return Config(library=library, classifier=classifier, tags=tags, watch=watch,
+                  genres=genres, source=source)
 
 
 def _section(cls: type, raw: Any, name: str, where: str) -> Any:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from libtagger.audio import AudioFile
 from libtagger.classify import Classifier, Failure, TrackResult, classify_or_fail
@@ -116,10 +118,17 @@ def record(
     config: Config,
     run_id: int | None = None,
     write: bool = True,
+    on_commit: Callable[[Session], None] | None = None,
 ) -> Outcome:
-    """Store one analysis and plan its tag write in one transaction, then write the tag."""
+    """Store one analysis and plan its tag write in one transaction, then write the tag.
+
+    ``on_commit`` runs inside that transaction (the daemon finishes its job there, so a job
+    is done exactly when its result is stored).
+    """
     planned_id: int | None = None
     with library.session() as session:
+        if on_commit is not None:
+            on_commit(session)
         track = session.get(Track, track_id)
         if track is None:  # deleted from the database meanwhile; nothing to record
             return Outcome(track_id, analysis.path, "failed", error="track no longer in database")

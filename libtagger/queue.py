@@ -1,0 +1,199 @@
+"""The crash-safe job queue of the watch daemon: a table in the genre database.
+
+A job is *queued* until its ``not_before`` (the settle period, or a retry backoff), then
+*claimed* with a lease, then *done* in the same transaction as its result, or *failed* and
+retried with a growing delay until it is parked after ``max_attempts``. Events for a path that
+already has a queued job collapse into it (its ``not_before`` moves on). A daemon killed with
+jobs in hand leaves them *claimed*; :func:`requeue_claimed` puts them back on the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from libtagger.db import Job, Library, utcnow
+
+KINDS = ("file", "move", "gone", "folder")
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job in hand, detached from its session."""
+
+    id: int
+    kind: str
+    path: str
+    dest: str | None
+    attempts: int
+
+
+def worker_name() -> str:
+    """Who holds a claim: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def enqueue(library: Library, kind: str, path: str, dest: str | None = None,
+            delay: float = 0.0) -> int:
+    """Add a job, or fold it into the queued job of the same kind for the same path.
+
+    ``delay`` seconds from now is the earliest it may run; a repeated event pushes that back,
+    so a burst of events for one file becomes one job that runs once the file is quiet.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    not_before = utcnow() + timedelta(seconds=delay)
+    with library.session() as session:
+        existing = None
+        if kind in ("file", "folder", "gone"):
+            existing = session.scalars(
+                select(Job).where(Job.path == path, Job.kind == kind, Job.state == "queued")
+            ).first()
+        if existing is not None:
+            existing.not_before = max(existing.not_before, not_before)
+            return existing.id
+        job = Job(kind=kind, path=path, dest=dest, not_before=not_before)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def claim(library: Library, limit: int, lease: float = 600.0,
+          now: datetime | None = None) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs, oldest first, with a lease of ``lease`` seconds."""
+    now = now or utcnow()
+    with library.session() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.state == "queued", Job.not_before <= now)
+            .order_by(Job.not_before, Job.id)
+            .limit(limit)
+        ).all()
+        for job in jobs:
+            job.state = "claimed"
+            job.claimed_by = worker_name()
+            job.lease_until = now + timedelta(seconds=lease)
+            job.attempts += 1
+        return [ClaimedJob(j.id, j.kind, j.path, j.dest, j.attempts) for j in jobs]
+
+
+def mark_done(session: Session, job_id: int) -> None:
+    """Finish a job inside the caller's transaction (the one that stores its result)."""
+    job = session.get(Job, job_id)
+    if job is not None:
+        job.state = "done"
+        job.finished_at = utcnow()
+        job.lease_until = None
+        job.last_error = None
+
+
+def finish(library: Library, job_id: int) -> None:
+    """Finish a job that has no result to store (a move, a delete, a no-op)."""
+    with library.session() as session:
+        mark_done(session, job_id)
+
+
+def fail(library: Library, job_id: int, error: str, max_attempts: int = 5,
+         backoff: float = 30.0) -> str:
+    """Record a failure: retry after ``backoff · 2^(attempts-1)`` s, or park it as failed.
+
+    Returns the job's new state.
+    """
+    with library.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return "gone"
+        job.last_error = error
+        job.lease_until = None
+        if job.attempts >= max_attempts:
+            job.state = "failed"
+            job.finished_at = utcnow()
+        else:
+            job.state = "queued"
+            job.not_before = utcnow() + timedelta(seconds=backoff * 2 ** (job.attempts - 1))
+        return job.state
+
+
+def postpone(library: Library, job_id: int, delay: float) -> None:
+    """Put a claimed job back without counting an attempt (its file is still changing)."""
+    with library.session() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            job.state = "queued"
+            job.attempts = max(0, job.attempts - 1)
+            job.lease_until = None
+            job.not_before = utcnow() + timedelta(seconds=delay)
+
+
+def requeue_claimed(library: Library, only_expired: bool = False) -> int:
+    """Put claimed jobs back in the queue: all of them at start-up, or those whose lease ran out."""
+    with library.session() as session:
+        condition = Job.state == "claimed"
+        if only_expired:
+            condition = condition & (Job.lease_until < utcnow())
+        result = session.execute(
+            update(Job).where(condition).values(state="queued", lease_until=None,
+                                                claimed_by=None),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount or 0)
+
+
+def retry_failed(library: Library) -> int:
+    """Give parked jobs a new round of attempts (the slow retry schedule)."""
+    with library.session() as session:
+        result = session.execute(
+            update(Job).where(Job.state == "failed")
+            .values(state="queued", attempts=0, not_before=utcnow(), finished_at=None),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How the queue stands."""
+
+    queued: int
+    due: int
+    claimed: int
+    failed: int
+    done_last_10_min: int
+
+
+def queue_stats(library: Library) -> QueueStats:
+    """Counts by state, and jobs finished in the last ten minutes."""
+    now = utcnow()
+    with library.session() as session:
+        by_state = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        due = session.scalar(
+            select(func.count()).where(Job.state == "queued", Job.not_before <= now)
+        )
+        recent = session.scalar(
+            select(func.count()).where(
+                Job.state == "done", Job.finished_at >= now - timedelta(minutes=10)
+            )
+        )
+    return QueueStats(
+        queued=by_state.get("queued", 0),
+        due=int(due or 0),
+        claimed=by_state.get("claimed", 0),
+        failed=by_state.get("failed", 0),
+        done_last_10_min=int(recent or 0),
+    )
+
+
+def prune_done(library: Library, older_than: timedelta = timedelta(days=7)) -> int:
+    """Delete finished jobs older than ``older_than`` (the queue is not a history)."""
+    with library.session() as session:
+        result = session.execute(
+            Job.__table__.delete().where(
+                Job.state == "done", Job.finished_at < utcnow() - older_than
+            )
+        )
+        return int(result.rowcount or 0)

@@ -1,0 +1,595 @@
+"""``libtagger watch``: the daemon that tags files as they land in the library.
+
+Three kinds of thread, one writer:
+
+* watchdog observers (one per root) only filter events and record them as jobs;
+* APScheduler runs the reconcile scan (at start and then periodically), the slow retry of
+  parked jobs, and the check for roots that vanished (an unmounted share) or came back;
+* the main thread claims due jobs, decides what each needs from the database, hands audio
+  work to a pool of worker processes (models loaded once per worker), and stores each result
+  in one transaction with its job. It alone writes tags.
+
+SIGTERM/SIGINT stop it cleanly (jobs in hand are finished or put back), SIGHUP reloads the
+configuration. Under systemd it speaks the notify protocol (READY, STATUS, WATCHDOG, STOPPING).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from libtagger.audio import AUDIO_EXTENSIONS
+from libtagger.classify import init_worker, worker_classifier
+from libtagger.config import Config, load_config
+from libtagger.db import Library, Run, Track, under_path, utcnow
+from libtagger.errors import LibtaggerError, display_path
+from libtagger.pipeline import Analysis, analyse, record, reconcile_planned_writes
+from libtagger.queue import (
+    ClaimedJob,
+    claim,
+    enqueue,
+    fail,
+    finish,
+    mark_done,
+    postpone,
+    prune_done,
+    queue_stats,
+    requeue_claimed,
+    retry_failed,
+)
+from libtagger.scan import NOT_AUDIO, ScanSummary, plan_scan
+from libtagger.systemd import Notifier
+from libtagger.safewrite import is_temp_file
+
+log = logging.getLogger(__name__)
+
+INOTIFY_HELP = (
+    "the inotify watch limit is reached (fs.inotify.max_user_watches, one watch per folder); "
+    "raise it with `sysctl fs.inotify.max_user_watches=524288` (persist it in "
+    "/etc/sysctl.d/) or use polling for this root"
+)
+
+
+def _wanted(path: str) -> bool:
+    """Whether an event path may be a track: not hidden, not ours, not a known non-audio."""
+    name = os.path.basename(path)
+    if name.startswith(".") or is_temp_file(name):
+        return False
+    ext = os.path.splitext(name)[1].lower()
+    return ext in AUDIO_EXTENSIONS or (ext not in NOT_AUDIO and ext == "")
+
+
+class LibraryEvents:
+    """A watchdog event handler that filters events and records them as jobs; nothing else."""
+
+    def __init__(self, library: Library, quiet: float) -> None:
+        self.library = library
+        self.quiet = quiet
+
+    def dispatch(self, event: Any) -> None:
+        """watchdog's entry point: route an event to a job, never raising."""
+        try:
+            self._record(event)
+        except Exception:  # noqa: BLE001 - an event handler must not kill its observer thread
+            log.exception("could not record %s", event)
+
+    def _record(self, event: Any) -> None:
+        kind = event.event_type
+        path = os.fsdecode(event.src_path)
+        if kind == "moved":
+            dest = os.fsdecode(event.dest_path)
+            if is_temp_file(path):
+                return  # our own atomic tag write landing: the pipeline already knows
+            if event.is_directory or _wanted(dest):
+                enqueue(self.library, "move", path, dest)
+            elif _wanted(path):
+                enqueue(self.library, "gone", path)
+        elif kind == "deleted":
+            if event.is_directory or _wanted(path):
+                enqueue(self.library, "gone", path)
+        elif kind == "created" and event.is_directory:
+            enqueue(self.library, "folder", path, delay=self.quiet)
+        elif kind in ("created", "modified", "closed") and not event.is_directory:
+            if _wanted(path):
+                enqueue(self.library, "file", path, delay=self.quiet)
+
+
+@dataclass
+class RootWatch:
+    """One library root: its observer, and whether it is there right now."""
+
+    path: str
+    polling: bool
+    observer: Any = None
+    available: bool = False
+    mode: str = ""
+
+
+@dataclass
+class Counters:
+    """What the daemon has done since it started (shown by ``status`` and in STATUS=)."""
+
+    processed: int = 0
+    failed: int = 0
+    moved: int = 0
+    missing: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    """The watch service. ``run()`` blocks until stopped and returns the exit code.
+
+    Raises:
+        LibtaggerError: another daemon holds the database, or the models cannot load.
+    """
+
+    def __init__(self, config: Config, library: Library, roots: list[str], jobs: int,
+                 polling: bool = False, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.library = library
+        self.jobs = max(1, jobs)
+        polled = {os.path.realpath(os.path.expanduser(r)) for r in config.watch.polling_roots}
+        self.roots = []
+        for r in roots:
+            path = os.path.realpath(os.path.expanduser(r))
+            self.roots.append(RootWatch(path, polling or config.watch.polling or path in polled))
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.notifier = Notifier()
+        self.counters = Counters()
+        self.in_flight: dict[int, tuple[ClaimedJob, int, Any]] = {}
+        self._pool: Any = None
+        self._scheduler: Any = None
+        self._run_id: int | None = None
+        self._lock_file: Any = None
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, serve until SIGTERM/SIGINT, stop cleanly."""
+        self._take_lock()
+        self._install_signals()
+        settled = reconcile_planned_writes(self.library, self.config)
+        requeued = requeue_claimed(self.library)
+        if requeued or any(settled.values()):
+            log.info("resumed: %d jobs back in the queue, interrupted writes %s", requeued, settled)
+        with self.library.session() as session:
+            run = Run(kind="watch", roots=[r.path for r in self.roots], counts={})
+            session.add(run)
+            session.flush()
+            self._run_id = run.id
+        self._start_pool()
+        for root in self.roots:
+            self._start_observer(root)
+        self._start_scheduler()
+        self.notifier.notify("READY=1", f"STATUS=watching {len(self.roots)} folder(s)")
+        log.info("watching %s with %d worker(s)", ", ".join(r.path for r in self.roots), self.jobs)
+        try:
+            self._serve()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _take_lock(self) -> None:
+        """One daemon per database: a second one would claim the same jobs."""
+        url = self.library.url
+        lock_path = (url[len("sqlite:///"):] if url.startswith("sqlite:///") else
+                     str(Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "libtagger")) + ".watch.lock"
+        self._lock_file = open(lock_path, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LibtaggerError(
+                f"another libtagger watch is already running on {url}"
+            ) from None
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        def reload(_signum: int, _frame: Any) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _start_pool(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            self.jobs, mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker_init, initargs=(self.config,),
+        )
+        # Load the models before saying READY: a round trip through the workers.
+        for future in [self._pool.submit(_worker_ready, i) for i in range(self.jobs)]:
+            future.result()
+
+    def _stop_pool(self) -> None:
+        """Stop the workers now; work they had in hand is already back in the queue."""
+        if self._pool is None:
+            return
+        processes = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:  # a worker deep in a long mix is not waited for
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        self._pool = None
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        watch = self.config.watch
+        scheduler = BackgroundScheduler(daemon=True)
+        scheduler.add_job(self.reconcile, "interval", minutes=watch.reconcile_minutes,
+                          next_run_time=utcnow_local(), id="reconcile", max_instances=1,
+                          coalesce=True)
+        scheduler.add_job(self._retry_failed, "interval", hours=watch.retry_failed_hours,
+                          id="retry-failed", coalesce=True)
+        scheduler.add_job(self._check_roots, "interval", seconds=watch.root_check_seconds,
+                          id="roots", coalesce=True, max_instances=1)
+        scheduler.add_job(lambda: requeue_claimed(self.library, only_expired=True), "interval",
+                          minutes=1, id="leases", coalesce=True)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _shutdown(self) -> None:
+        self.notifier.notify("STOPPING=1")
+        for root in self.roots:
+            self._stop_observer(root)
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        deadline = time.monotonic() + self.config.watch.stop_grace_seconds
+        while self.in_flight and time.monotonic() < deadline:
+            self._collect(timeout=0.1)
+        if self.in_flight:
+            log.info("putting %d unfinished job(s) back in the queue", len(self.in_flight))
+            for job, _, _ in self.in_flight.values():
+                postpone(self.library, job.id, 0)  # its track stays pending
+            self.in_flight.clear()
+        self._stop_pool()
+        self._save_counts(finished=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log.info("stopped")
+
+    # --- the main loop ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        last_status = 0.0
+        watchdog_every = self.notifier.watchdog_interval()
+        while not self.stop_event.is_set():
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
+            self._collect(timeout=0.0)
+            room = 2 * self.jobs - len(self.in_flight)
+            jobs = claim(self.library, room, self.config.watch.lease_seconds) if room > 0 else []
+            for job in jobs:
+                self._handle(job)
+            now = time.monotonic()
+            if now - last_status >= min(5.0, watchdog_every or 5.0):
+                last_status = now
+                self._report_status()
+            if not jobs:
+                self.stop_event.wait(self.config.watch.poll_seconds if not self.in_flight else 0.05)
+
+    def _report_status(self) -> None:
+        stats = queue_stats(self.library)
+        status = (f"STATUS=queue {stats.queued}, working {len(self.in_flight)}, "
+                  f"done {self.counters.processed}, failed {self.counters.failed}")
+        self.notifier.notify(status, "WATCHDOG=1")
+        self._save_counts()
+
+    def _save_counts(self, finished: bool = False) -> None:
+        with self.library.session() as session:
+            run = session.get(Run, self._run_id)
+            if run is None:
+                return
+            run.counts = {
+                "processed": self.counters.processed, "failed": self.counters.failed,
+                "moved": self.counters.moved, "missing": self.counters.missing,
+                "heartbeat": int(time.time()), "pid": os.getpid(),
+            }
+            if finished:
+                run.finished_at = utcnow()
+                run.status = "done"
+
+    def _collect(self, timeout: float) -> None:
+        """Store the results of finished audio work: result, job, tag write."""
+        if timeout and self.in_flight:
+            wait([f for _, _, f in self.in_flight.values()], timeout=timeout,
+                 return_when=FIRST_COMPLETED)
+        for job_id, (job, track_id, future) in list(self.in_flight.items()):
+            if not future.done():
+                continue
+            del self.in_flight[job_id]
+            try:
+                analysis: Analysis = future.result()
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): this job counts an attempt, the
+                # others go back untouched, and a fresh pool takes over.
+                log.error("a worker process died; restarting the workers")
+                fail(self.library, job.id, "worker process died", self.config.watch.max_attempts,
+                     self.config.watch.backoff_seconds)
+                for other, _, _ in self.in_flight.values():
+                    postpone(self.library, other.id, 0)
+                self.in_flight.clear()
+                self._stop_pool()
+                self._start_pool()
+                return
+            except Exception as exc:  # noqa: BLE001 - a worker error is this job's failure
+                self.counters.failed += 1
+                fail(self.library, job.id, f"worker error: {exc}", self.config.watch.max_attempts,
+                     self.config.watch.backoff_seconds)
+                continue
+            outcome = record(self.library, track_id, analysis, self.config, self._run_id,
+                             on_commit=lambda session, j=job.id: mark_done(session, j))
+            if outcome.status == "done":
+                self.counters.processed += 1
+                log.info("%s: %s%s", display_path(outcome.path), ", ".join(outcome.genres[:3]),
+                         f" (tag {outcome.write})" if outcome.write != "none" else "")
+            else:
+                self.counters.failed += 1
+                log.warning("%s: %s", display_path(outcome.path), outcome.error)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def _handle(self, job: ClaimedJob) -> None:
+        """Decide what a job needs; audio work goes to the pool, the rest is done here."""
+        try:
+            root = self._root_of(job.dest or job.path)
+            if root is not None and not root.available:
+                postpone(self.library, job.id, self.config.watch.root_check_seconds)
+                return
+            if job.kind == "file":
+                self._file_job(job)
+            elif job.kind == "folder":
+                self._plan(job, [job.path])
+            elif job.kind == "gone":
+                self.counters.missing += _mark_missing(self.library, job.path)
+                finish(self.library, job.id)
+            elif job.kind == "move":
+                self._move_job(job)
+        except LibtaggerError as exc:
+            fail(self.library, job.id, str(exc), self.config.watch.max_attempts,
+                 self.config.watch.backoff_seconds)
+        except Exception as exc:  # noqa: BLE001 - one bad job must not stop the daemon
+            log.exception("job %d (%s %s) failed", job.id, job.kind, display_path(job.path))
+            fail(self.library, job.id, f"{type(exc).__name__}: {exc}",
+                 self.config.watch.max_attempts, self.config.watch.backoff_seconds)
+
+    def _file_job(self, job: ClaimedJob) -> None:
+        try:
+            stat = os.stat(job.path)
+        except FileNotFoundError:
+            self.counters.missing += _mark_missing(self.library, job.path)
+            finish(self.library, job.id)
+            return
+        # Settled? A file still being copied keeps changing its mtime.
+        age = time.time() - stat.st_mtime
+        quiet = self.config.watch.quiet_seconds
+        if age < quiet:
+            postpone(self.library, job.id, quiet - age + 0.1)
+            return
+        self._plan(job, [job.path])
+
+    def _plan(self, job: ClaimedJob, paths: list[str]) -> None:
+        """Compare disk and database for ``paths`` like a scan; classify what needs it."""
+        summary = ScanSummary()
+        todo = plan_scan(self.library, paths, force=False, summary=summary)
+        self.counters.moved += summary.moved
+        self.counters.missing += summary.missing
+        if job.kind == "file" and len(todo) == 1:
+            with self.library.session() as session:
+                track = session.get(Track, todo[0])
+                assert track is not None
+                path = track.path
+            future = self._pool.submit(_worker_analyse, path)
+            self.in_flight[job.id] = (job, todo[0], future)
+            return
+        if todo:
+            with self.library.session() as session:
+                paths_todo = session.scalars(select(Track.path).where(Track.id.in_(todo))).all()
+            for path in paths_todo:
+                enqueue(self.library, "file", path)
+        finish(self.library, job.id)
+
+    def _move_job(self, job: ClaimedJob) -> None:
+        assert job.dest is not None
+        moved = _move_paths(self.library, job.path, job.dest)
+        self.counters.moved += moved
+        if not moved:  # moved in from outside the library (or unknown): new to us
+            kind = "folder" if os.path.isdir(job.dest) else "file"
+            enqueue(self.library, kind, job.dest)
+        finish(self.library, job.id)
+
+    # --- scheduled ----------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Catch what events missed: compare every available root with the database."""
+        roots = [r.path for r in self.roots if r.available]
+        if not roots:
+            return
+        started = utcnow()
+        summary = ScanSummary()
+        try:
+            todo = plan_scan(self.library, roots, force=False, summary=summary)
+            with self.library.session() as session:
+                paths = session.scalars(select(Track.path).where(Track.id.in_(todo))).all()
+            for path in paths:
+                enqueue(self.library, "file", path)
+            prune_done(self.library)
+        except Exception:  # noqa: BLE001 - the next run tries again
+            log.exception("reconcile failed")
+            return
+        with self.library.session() as session:
+            session.add(Run(kind="reconcile", roots=roots, started_at=started,
+                            finished_at=utcnow(), status="done", counts=summary.counts()))
+        log.info("reconciled: %d new, %d changed, %d moved, %d missing; %d queued",
+                 summary.new, summary.changed, summary.moved, summary.missing, len(paths))
+
+    def _retry_failed(self) -> None:
+        count = retry_failed(self.library)
+        if count:
+            log.info("retrying %d failed job(s)", count)
+
+    def _check_roots(self) -> None:
+        """Stop watching a root that vanished (unmounted share); rescan it when it is back."""
+        for root in self.roots:
+            present = os.path.isdir(root.path)
+            if root.available and not present:
+                log.warning("%s is gone (unmounted?); its tracks are kept, retrying",
+                            root.path)
+                self._stop_observer(root)
+                root.available = False
+            elif not root.available and present:
+                if self._start_observer(root):
+                    enqueue(self.library, "folder", root.path)
+
+    # --- observers ----------------------------------------------------------------------------
+
+    def _start_observer(self, root: RootWatch) -> bool:
+        """Watch one root with inotify, or by polling (asked for, or when inotify runs out)."""
+        if not os.path.isdir(root.path):
+            log.warning("%s is not there; will retry", root.path)
+            root.available = False
+            return False
+        handler = LibraryEvents(self.library, self.config.watch.quiet_seconds)
+        if not root.polling:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+            observer.schedule(handler, root.path, recursive=True)
+            try:
+                observer.start()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise
+                log.warning("%s: %s; polling it every %g s instead", root.path, INOTIFY_HELP,
+                            self.config.watch.polling_seconds)
+                root.polling = True
+            else:
+                root.observer, root.available, root.mode = observer, True, "inotify"
+                return True
+        from watchdog.observers.polling import PollingObserver
+
+        observer = PollingObserver(timeout=self.config.watch.polling_seconds)
+        observer.schedule(handler, root.path, recursive=True)
+        observer.start()
+        root.observer, root.available, root.mode = observer, True, "polling"
+        return True
+
+    def _stop_observer(self, root: RootWatch) -> None:
+        if root.observer is not None:
+            root.observer.stop()
+            root.observer.join(timeout=5)
+            root.observer = None
+
+    def _root_of(self, path: str) -> RootWatch | None:
+        for root in self.roots:
+            if path == root.path or path.startswith(root.path.rstrip(os.sep) + os.sep):
+                return root
+        return None
+
+    def _reload(self) -> None:
+        """SIGHUP: read the configuration again; new models restart the workers."""
+        try:
+            new = load_config(self.config_path)
+        except LibtaggerError as exc:
+            log.error("config not reloaded: %s", exc)
+            return
+        models_changed = (new.classifier, new.genres) != (self.config.classifier,
+                                                         self.config.genres)
+        self.config = new
+        if models_changed:
+            while self.in_flight:
+                self._collect(timeout=0.1)
+            self._stop_pool()
+            self._start_pool()
+        log.info("configuration reloaded%s", " (workers restarted)" if models_changed else "")
+
+
+def utcnow_local():  # APScheduler wants an aware or local "now" for next_run_time
+    """Now, as APScheduler's default (local) timezone sees it."""
+    from datetime import datetime
+
+    return datetime.now().astimezone()
+
+
+def _worker_init(config: Config) -> None:
+    # Ctrl-C reaches the whole process group; the daemon decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    init_worker(config)
+
+
+def _worker_ready(_: int) -> int:
+    worker_classifier()
+    return os.getpid()
+
+
+def _worker_analyse(path: str) -> Analysis:
+    return analyse(worker_classifier(), path)
+
+
+def _mark_missing(library: Library, path: str) -> int:
+    """Mark the track at ``path`` (or every track under a folder) missing; keep its history."""
+    if os.path.exists(path):
+        return 0  # deleted and recreated meanwhile: its own file job will look at it
+    with library.session() as session:
+        result = session.execute(
+            update(Track).where(under_path(Track.path, path), Track.status != "missing")
+            .values(status="missing", missing_since=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount or 0)
+
+
+def _move_paths(library: Library, source: str, dest: str) -> int:
+    """Point the rows of a moved file (or of everything in a moved folder) at the new path."""
+    moved = 0
+    with library.session() as session:
+        rows = session.scalars(select(Track).where(under_path(Track.path, source))).all()
+        for track in rows:
+            new_path = dest + track.path[len(source):]
+            if not os.path.exists(new_path):
+                continue
+            clash = session.scalars(select(Track).where(Track.path == new_path)).first()
+            if clash is not None and clash.id != track.id:
+                session.delete(clash)  # replaced by the moved file: the moved row wins
+                session.flush()
+            stat = os.stat(new_path)
+            track.path, track.size, track.mtime_ns = new_path, stat.st_size, stat.st_mtime_ns
+            if track.status == "missing":
+                track.status = "done" if track.classification else "pending"
+                track.missing_since = None
+            moved += 1
+    return moved
+
+
+def replace_watch(config: Config, **changes: Any) -> Config:
+    """``config`` with some [watch] settings changed (command-line overrides)."""
+    return replace(config, watch=replace(config.watch, **changes))
+
+
+def run_daemon(config: Config, library: Library, roots: list[str], jobs: int,
+               polling: bool = False, config_path: str | None = None) -> int:
+    """Run the watch daemon until it is stopped; returns the exit code."""
+    return Daemon(config, library, roots, jobs, polling, config_path).run()
+
