@@ -163,6 +163,25 @@ def _identity(path: str) -> str | None:
         return None
 
 
+def _any_missing(library: Library) -> bool:
+    with library.session() as session:
+        return session.scalar(
+            select(Track.id).where(Track.status == "missing", Track.identity.is_not(None)).limit(1)
+        ) is not None
+
+
+def _moved_from(library: Library, identity: str, taken: set[int]) -> int | None:
+    """A track with this audio whose file is gone: the source of a move, if there is one."""
+    with library.session() as session:
+        rows = session.execute(
+            select(Track.id, Track.path, Track.status).where(Track.identity == identity)
+        ).all()
+    for row in rows:
+        if row.id not in taken and (row.status == "missing" or not os.path.exists(row.path)):
+            return row.id
+    return None
+
+
 def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSummary,
               progress: ProgressCallback | None = None) -> list[int]:
     """Compare disk and database; apply moves, missing marks and stat updates; return the
@@ -207,15 +226,20 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
             todo.append(row.id)
             summary.changed += 1
 
-    # A vanished track whose audio turns up under a new path was moved: follow it.
+    # A track whose audio turns up under a new path was moved: follow it. Candidates are the
+    # tracks that vanished from these roots and any track already missing elsewhere (a move
+    # between folders seen as a delete plus a create). Hashing new files costs a read, so it is
+    # done only when there is a candidate at all: never on a first scan.
     moves: dict[int, FoundFile] = {}
-    if vanished and new_paths:
-        by_identity = {r.identity: r for r in vanished if r.identity}
+    by_identity = {r.identity: r.id for r in vanished if r.identity}
+    if new_paths and (by_identity or _any_missing(library)):
         for path in list(new_paths):
             identity = _identity(path)
-            row = by_identity.pop(identity, None) if identity else None
-            if row is not None:
-                moves[row.id] = found[path]
+            track_id = by_identity.pop(identity, None) if identity else None
+            if track_id is None and identity:
+                track_id = _moved_from(library, identity, set(moves))
+            if track_id is not None:
+                moves[track_id] = found[path]
                 new_paths.remove(path)
     summary.moved = len(moves)
 

@@ -23,10 +23,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 from sqlalchemy import select, update
@@ -156,6 +158,7 @@ class Daemon:
         self._scheduler: Any = None
         self._run_id: int | None = None
         self._lock_file: Any = None
+        self._tasks: SimpleQueue[Callable[[], None]] = SimpleQueue()
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -177,7 +180,9 @@ class Daemon:
             self._start_observer(root)
         self._start_scheduler()
         self.notifier.notify("READY=1", f"STATUS=watching {len(self.roots)} folder(s)")
-        log.info("watching %s with %d worker(s)", ", ".join(r.path for r in self.roots), self.jobs)
+        log.info("watching %s with %d worker(s)",
+                 ", ".join(f"{r.path} ({r.mode or 'not there yet'})" for r in self.roots),
+                 self.jobs)
         try:
             self._serve()
         finally:
@@ -234,18 +239,27 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         watch = self.config.watch
+        # The scheduler only decides *when*; the work runs in the main thread, between jobs,
+        # so that one thread decides about tracks and no two decisions race.
         scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(self.reconcile, "interval", minutes=watch.reconcile_minutes,
-                          next_run_time=utcnow_local(), id="reconcile", max_instances=1,
-                          coalesce=True)
-        scheduler.add_job(self._retry_failed, "interval", hours=watch.retry_failed_hours,
-                          id="retry-failed", coalesce=True)
-        scheduler.add_job(self._check_roots, "interval", seconds=watch.root_check_seconds,
-                          id="roots", coalesce=True, max_instances=1)
-        scheduler.add_job(lambda: requeue_claimed(self.library, only_expired=True), "interval",
+        scheduler.add_job(self._in_main, "interval", args=[self.reconcile],
+                          minutes=watch.reconcile_minutes, next_run_time=utcnow_local(),
+                          id="reconcile", coalesce=True)
+        scheduler.add_job(self._in_main, "interval", args=[self._retry_failed],
+                          hours=watch.retry_failed_hours, id="retry-failed", coalesce=True)
+        scheduler.add_job(self._in_main, "interval", args=[self._check_roots],
+                          seconds=watch.root_check_seconds, id="roots", coalesce=True)
+        scheduler.add_job(self._in_main, "interval", args=[self._requeue_expired],
                           minutes=1, id="leases", coalesce=True)
         scheduler.start()
         self._scheduler = scheduler
+
+    def _in_main(self, task: Callable[[], None]) -> None:
+        """Hand a scheduled task to the main loop (called in the scheduler's thread)."""
+        self._tasks.put(task)
+
+    def _requeue_expired(self) -> None:
+        requeue_claimed(self.library, only_expired=True)
 
     def _shutdown(self) -> None:
         self.notifier.notify("STOPPING=1")
@@ -276,6 +290,8 @@ class Daemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
+            while not self._tasks.empty():
+                self._tasks.get_nowait()()
             self._collect(timeout=0.0)
             room = 2 * self.jobs - len(self.in_flight)
             jobs = claim(self.library, room, self.config.watch.lease_seconds) if room > 0 else []
@@ -395,6 +411,11 @@ class Daemon:
         self.counters.moved += summary.moved
         self.counters.missing += summary.missing
         if job.kind == "file" and len(todo) == 1:
+            if any(track_id == todo[0] for _, track_id, _ in self.in_flight.values()):
+                # Already being classified (an event and the reconcile both saw it): look
+                # again once that is stored; by then it is unchanged and nothing is done.
+                postpone(self.library, job.id, 1.0)
+                return
             with self.library.session() as session:
                 track = session.get(Track, todo[0])
                 assert track is not None

@@ -1,0 +1,114 @@
+"""The job queue: collapsing bursts, leases, backoff, parking, and requeue after a crash."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from libtagger.db import Job, Library, utcnow
+from libtagger.queue import (
+    claim,
+    enqueue,
+    fail,
+    finish,
+    mark_done,
+    postpone,
+    queue_stats,
+    requeue_claimed,
+    retry_failed,
+)
+
+
+@pytest.fixture
+def library(tmp_path) -> Library:
+    return Library(tmp_path / "q.db")
+
+
+def test_a_burst_of_events_for_one_path_is_one_job(library):
+    first = enqueue(library, "file", "/m/a.mp3", delay=5)
+    for _ in range(5):
+        assert enqueue(library, "file", "/m/a.mp3", delay=10) == first
+    other = enqueue(library, "file", "/m/b.mp3")
+    assert other != first
+    with library.session() as session:
+        job = session.get(Job, first)
+        assert job.not_before > utcnow() + timedelta(seconds=8)  # pushed back by the burst
+    assert queue_stats(library).queued == 2
+
+
+def test_jobs_wait_for_their_time_and_are_claimed_once(library):
+    enqueue(library, "file", "/m/later.mp3", delay=60)
+    now_id = enqueue(library, "file", "/m/now.mp3")
+    claimed = claim(library, 10)
+    assert [j.id for j in claimed] == [now_id] and claimed[0].attempts == 1
+    assert claim(library, 10) == []
+    later = claim(library, 10, now=utcnow() + timedelta(seconds=61))
+    assert [j.path for j in later] == ["/m/later.mp3"]
+
+
+def test_failures_back_off_then_park(library):
+    job_id = enqueue(library, "file", "/m/bad.mp3")
+    states = []
+    for attempt in range(3):
+        (job,) = claim(library, 1, now=utcnow() + timedelta(hours=attempt + 1))
+        states.append(fail(library, job.id, f"boom {attempt}", max_attempts=3, backoff=10))
+    assert states == ["queued", "queued", "failed"]
+    with library.session() as session:
+        job = session.get(Job, job_id)
+        assert job.last_error == "boom 2" and job.attempts == 3
+    assert queue_stats(library).failed == 1
+    assert retry_failed(library) == 1
+    assert [j.attempts for j in claim(library, 1)] == [1]
+
+
+def test_backoff_doubles(library):
+    enqueue(library, "file", "/m/x.mp3")
+    (job,) = claim(library, 1)
+    fail(library, job.id, "first", backoff=10)
+    with library.session() as session:
+        first_delay = (session.get(Job, job.id).not_before - utcnow()).total_seconds()
+    (job,) = claim(library, 1, now=utcnow() + timedelta(seconds=11))
+    fail(library, job.id, "second", backoff=10)
+    with library.session() as session:
+        second_delay = (session.get(Job, job.id).not_before - utcnow()).total_seconds()
+    assert 8 < first_delay <= 10 and 18 < second_delay <= 20
+
+
+def test_claims_of_a_dead_daemon_are_requeued(library):
+    enqueue(library, "file", "/m/a.mp3")
+    enqueue(library, "gone", "/m/b.mp3")
+    assert len(claim(library, 5, lease=600)) == 2
+    assert requeue_claimed(library, only_expired=True) == 0  # leases still valid
+    assert requeue_claimed(library) == 2  # start-up: nobody else holds them
+    assert len(claim(library, 5)) == 2
+
+
+def test_done_in_the_same_transaction_as_the_result(library):
+    job_id = enqueue(library, "file", "/m/a.mp3")
+    claim(library, 1)
+    with pytest.raises(RuntimeError):
+        with library.session() as session:
+            mark_done(session, job_id)
+            raise RuntimeError("the result could not be stored")
+    with library.session() as session:
+        assert session.get(Job, job_id).state == "claimed"  # rolled back with the result
+    finish(library, job_id)
+    with library.session() as session:
+        assert session.scalars(select(Job.state)).one() == "done"
+
+
+def test_postpone_does_not_count_an_attempt(library):
+    job_id = enqueue(library, "file", "/m/copying.wav")
+    claim(library, 1)
+    postpone(library, job_id, 30)
+    with library.session() as session:
+        job = session.get(Job, job_id)
+        assert job.state == "queued" and job.attempts == 0
+        assert job.not_before > utcnow() + timedelta(seconds=25)
+
+
+def test_unknown_kind_is_refused(library):
+    with pytest.raises(ValueError):
+        enqueue(library, "explode", "/m/a.mp3")

@@ -1,0 +1,325 @@
+"""`libtagger watch` as a real process on a real library: events, settling, moves, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import audiogen
+import av
+import numpy as np
+import pytest
+from conftest import REPO
+
+from libtagger.tags import read_genres
+
+CONFIG = """
+[watch]
+quiet_seconds = {quiet}
+poll_seconds = 0.1
+polling_seconds = 0.3
+root_check_seconds = 0.5
+stop_grace_seconds = 3.0
+"""
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> object:
+    """Poll until ``predicate`` is true; fail the test with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def rows(db: Path, sql: str, *args) -> list[tuple]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=10) as conn:
+            return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []  # the daemon has not created the schema yet
+
+
+def done_paths(db: Path) -> set[str]:
+    return {os.fsdecode(p) for (p,) in rows(db, "SELECT path FROM tracks WHERE status='done'")}
+
+
+def pcm(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio=0)])
+
+
+class Watcher:
+    """A `libtagger watch` subprocess in its own session (so a kill reaches its workers)."""
+
+    def __init__(self, tmp: Path, roots: list[Path], *args: str, quiet: float = 0.5,
+                 env: dict[str, str] | None = None) -> None:
+        self.db = tmp / "lib.db"
+        self.config = tmp / "config.toml"
+        self.config.write_text(CONFIG.format(quiet=quiet))
+        self.log = tmp / f"watch-{time.monotonic_ns()}.log"
+        command = [sys.executable, "-m", "libtagger", "--config", str(self.config), "--db",
+                   str(self.db), "watch", "--jobs", "2", *args, *map(str, roots)]
+        self._stderr = open(self.log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
+        )
+        wait_for(lambda: "watching" in self.output() or self.proc.poll() is not None, 60,
+                 "the daemon to start")
+        assert self.proc.poll() is None, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._stderr.close()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            finally:
+                if self.proc.poll() is None:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def watcher(tmp_path) -> Iterator[Callable[..., Watcher]]:
+    started: list[Watcher] = []
+
+    def start(*args, **kwargs) -> Watcher:
+        w = Watcher(tmp_path, *args, **kwargs)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.stop()
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("songs")
+    formats = ["mp3", "flac", "m4a", "ogg", "wav", "aiff", "opus", "mp3"]
+    return [audiogen.write(folder / f"s{i}.{fmt}", audiogen.music(8.0, seed=200 + i,
+                                                                 tempo=100 + 7 * i))
+            for i, fmt in enumerate(formats)]
+
+
+def land(source: Path, dest: Path) -> Path:
+    """Copy next to the library, then rename into it: how a finished download lands."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent.parent / f".staging-{dest.name}"
+    shutil.copy(source, staging)
+    os.rename(staging, dest)
+    return dest
+
+
+def test_files_landing_are_classified_and_tagged(tmp_path, watcher, songs):
+    root = tmp_path / "Music"
+    root.mkdir()
+    already = shutil.copy(songs[0], root / "already.mp3")  # found by the start-up reconcile
+    w = watcher([root])
+    new = [land(songs[1], root / "new.flac"), land(songs[2], root / "Album" / "nested.m4a")]
+    shutil.copy(songs[3], root / "plain-copy.ogg")  # not atomic: created, written, closed
+    expected = {str(already), *map(str, new), str(root / "plain-copy.ogg")}
+    wait_for(lambda: done_paths(w.db) >= expected, 90, "all four files to be tagged")
+    for path in expected:
+        assert read_genres(path), path
+    writes = rows(w.db, "SELECT count(*) FROM tag_writes WHERE state='written'")
+    assert writes == [(4,)]
+    assert w.stop() == 0
+
+
+def test_a_slow_copy_is_classified_once_when_complete(tmp_path, watcher):
+    root = tmp_path / "Music"
+    root.mkdir()
+    source = audiogen.write(tmp_path / "long.wav", audiogen.music(20.0, seed=7))
+    data = source.read_bytes()
+    w = watcher([root], quiet=1.0)
+    target = root / "slow.wav"
+    with open(target, "wb") as out:  # a slow network copy: 8 chunks over ~3 s
+        for i in range(8):
+            out.write(data[i * len(data) // 8:(i + 1) * len(data) // 8])
+            out.flush()
+            time.sleep(0.4)
+    wait_for(lambda: str(target) in done_paths(w.db), 60, "the slow file to be tagged")
+    ((duration, attempts),) = rows(w.db, "SELECT duration, attempts FROM tracks")
+    assert duration == pytest.approx(20.0, abs=0.1)  # the whole file, not a prefix
+    assert attempts == 1
+    assert rows(w.db, "SELECT count(*) FROM classifications") == [(1,)]
+
+
+def test_moves_renames_deletes_and_folders(tmp_path, watcher, songs):
+    root = tmp_path / "Music"
+    root.mkdir()
+    w = watcher([root])
+    song = land(songs[4], root / "song.wav")
+    wait_for(lambda: str(song) in done_paths(w.db), 60, "the first file")
+    (classified_at,) = rows(w.db, "SELECT created_at FROM classifications")
+
+    renamed = root / "Renamed" / "song-renamed.wav"
+    renamed.parent.mkdir()
+    os.rename(song, renamed)
+    wait_for(lambda: str(renamed) in done_paths(w.db), 30, "the rename to be followed")
+    assert rows(w.db, "SELECT created_at FROM classifications") == [classified_at]
+
+    outside = tmp_path / "Incoming" / "Some Album"
+    outside.mkdir(parents=True)
+    for i in (5, 6):
+        shutil.copy(songs[i], outside / songs[i].name)
+    os.rename(outside, root / "Some Album")  # a whole folder moved in
+    moved_in = {str(root / "Some Album" / songs[i].name) for i in (5, 6)}
+    wait_for(lambda: done_paths(w.db) >= moved_in, 60, "the folder moved in")
+
+    renamed.unlink()
+    wait_for(lambda: rows(w.db, "SELECT status FROM tracks WHERE path = ?",
+                          os.fsencode(renamed)) == [("missing",)], 30, "the delete")
+    assert rows(w.db, "SELECT count(*) FROM classifications") == [(3,)]  # history kept
+    assert w.stop() == 0
+
+
+def test_kill_9_mid_batch_then_restart_processes_everything_once(tmp_path, watcher, songs):
+    root = tmp_path / "Music"
+    root.mkdir()
+    originals = {}
+    w = watcher([root])
+    for i, song in enumerate(songs):
+        dest = land(song, root / f"{i:02d}{song.suffix}")
+        originals[dest] = pcm(song)
+    wait_for(lambda: len(done_paths(w.db)) >= 2, 60, "a few files to be done")
+    w.kill()
+    assert len(done_paths(w.db)) < len(songs), "too late: every file was already done"
+    with sqlite3.connect(w.db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    w2 = watcher([root])
+    wait_for(lambda: len(done_paths(w2.db)) == len(songs), 90, "the rest after the restart")
+    wait_for(lambda: rows(w2.db, "SELECT count(*) FROM jobs WHERE state != 'done'") == [(0,)],
+             30, "an empty queue")
+    per_track = rows(w2.db, "SELECT track_id, count(*) FROM tag_writes GROUP BY track_id")
+    assert len(per_track) == len(songs) and all(n == 1 for _, n in per_track)
+    assert rows(w2.db, "SELECT DISTINCT state FROM tag_writes") == [("written",)]
+    assert rows(w2.db, "SELECT max(c) FROM (SELECT count(*) c FROM classifications "
+                       "GROUP BY track_id)") == [(1,)]
+    for path, audio in originals.items():
+        np.testing.assert_array_equal(pcm(path), audio)
+    assert w2.stop() == 0
+
+
+def test_sigterm_exits_cleanly_and_fast(tmp_path, watcher, songs):
+    root = tmp_path / "Music"
+    root.mkdir()
+    w = watcher([root])
+    for i in range(4):
+        land(songs[i], root / f"busy{i}{songs[i].suffix}")
+    time.sleep(0.8)  # some work in hand
+    started = time.monotonic()
+    assert w.stop(timeout=10) == 0
+    assert time.monotonic() - started < 8
+    assert "stopped" in w.output() and "Traceback" not in w.output()
+    assert rows(w.db, "SELECT count(*) FROM jobs WHERE state = 'claimed'") == [(0,)]
+
+
+def test_polling_and_a_root_that_vanishes_and_returns(tmp_path, watcher, songs):
+    root = tmp_path / "Share"
+    root.mkdir()
+    w = watcher([root], "--polling")
+    first = land(songs[0], root / "first.mp3")
+    wait_for(lambda: str(first) in done_paths(w.db), 60, "a file seen by polling")
+    assert f"{root} (polling)" in w.output()
+
+    away = tmp_path / "unmounted"
+    os.rename(root, away)  # the share goes away
+    wait_for(lambda: "is gone" in w.output(), 20, "the daemon to notice the root is gone")
+    time.sleep(1.0)
+    assert rows(w.db, "SELECT status FROM tracks") == [("done",)]  # not marked missing
+    shutil.copy(songs[1], away / "while-away.flac")
+    os.rename(away, root)  # and comes back, with a new file
+    wait_for(lambda: str(root / "while-away.flac") in done_paths(w.db), 60,
+             "the returned root to be rescanned")
+    assert w.stop() == 0
+
+
+def test_status_while_running_and_a_second_daemon_is_refused(tmp_path, watcher):
+    root = tmp_path / "Music"
+    root.mkdir()
+    w = watcher([root])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    status = subprocess.run(
+        [sys.executable, "-m", "libtagger", "--db", str(w.db), "status", "--json"],
+        capture_output=True, text=True, env=env, timeout=60, check=True)
+    report = json.loads(status.stdout)
+    assert report["daemon"]["running"] and report["daemon"]["pid"] == w.proc.pid
+    assert report["last_reconcile"] is not None
+    second = subprocess.run(
+        [sys.executable, "-m", "libtagger", "--db", str(w.db), "watch", str(root)],
+        capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert second.returncode == 2 and "already running" in second.stderr
+    assert w.stop() == 0
+    stopped = json.loads(subprocess.run(
+        [sys.executable, "-m", "libtagger", "--db", str(w.db), "status", "--json"],
+        capture_output=True, text=True, env=env, timeout=60, check=True).stdout)
+    assert not stopped["daemon"]["running"]
+
+
+def test_systemd_notify_protocol_and_reload(tmp_path, watcher):
+    root = tmp_path / "Music"
+    root.mkdir()
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(30)
+    try:
+        w = watcher([root], env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"})
+        messages = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+        w.config.write_text(CONFIG.format(quiet=0.7) + '\n[tags]\npolicy = "replace"\n')
+        w.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in w.output(), 20, "the reload")
+        assert w.stop() == 0
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+    finally:
+        listener.close()
+
+
+def test_unit_files_pass_systemd_analyze(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (.ci/run installs it)")
+    executable = shutil.which("libtagger") or str(Path(sys.executable).parent / "libtagger")
+    for unit in ("libtagger.service", "libtagger-user.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        text = text.replace("/usr/local/bin/libtagger", executable)
+        text = text.replace("%h/.local/bin/libtagger", executable)
+        copy = tmp_path / unit
+        copy.write_text(text)
+        result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
