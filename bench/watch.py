@@ -71,7 +71,7 @@ DB_POLL = 0.25  # seconds between database polls during the stream
 MEMORY_SAMPLE = 0.5  # seconds between /proc samples of the daemon's process tree
 STOP_TIMEOUT = 30.0  # after SIGTERM, seconds before the daemon is killed and reported stuck
 READY_MARK = re.compile(r"INFO libtagger\.watch: watching ")
-PROCESSED_LINE = re.compile(r"INFO libtagger\.watch: (?P<name>[^:]+): ")
+PROCESSED_LINE = re.compile(r"INFO libtagger\.watch: (?P<path>/[^\n]+?): ", re.MULTILINE)
 CONFIG = """\
 [watch]
 quiet_seconds = {quiet}
@@ -93,12 +93,15 @@ class BenchError(Exception):
 
 
 def start_time(pid: int) -> int | None:
-    """The start time of ``pid`` (clock ticks since boot), to tell it from a reused pid."""
+    """The start time of a live ``pid`` (clock ticks since boot; None once it has exited)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped
+        return None
+    return int(fields[19])
 
 
 def children(pid: int) -> list[int]:
@@ -449,7 +452,6 @@ def bench_latency(sources: list[Path], count: int, every: float, folder: Path,
                   staging: Path, daemon: WatchDaemon, database: Database,
                   timeout: float) -> list[Landing]:
     """Section 1: land ``count`` tracks one at a time and time each until its tag is readable."""
-    folder.mkdir(exist_ok=True)
     landings: list[Landing] = []
     next_at = time.perf_counter()
     for i in range(count):
@@ -474,7 +476,6 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
     from libtagger.errors import LibtaggerError
     from libtagger.tags import read_genres
 
-    folder.mkdir(exist_ok=True)
     staged = []
     for i in range(first_index, first_index + count):
         source = sources[i % len(sources)]
@@ -629,11 +630,10 @@ def check_daemon(db: Path, root: Path, log_text: str, landings: list[Landing]) -
         run_status = run.status if run else None
 
     file_jobs = {p: [j for j in jobs.get(p, []) if j[0] == "file"] for p in paths}
-    processed_lines: dict[str, int] = {}
+    processed_lines: dict[str, int] = {}  # the daemon logs "PATH: genres (tag written)"
     for match in PROCESSED_LINE.finditer(log_text):
-        processed_lines[match["name"]] = processed_lines.get(match["name"], 0) + 1
-    doubled_lines = {os.path.basename(p): processed_lines.get(os.path.basename(p), 0)
-                     for p in paths if processed_lines.get(os.path.basename(p), 0) > 1}
+        processed_lines[match["path"]] = processed_lines.get(match["path"], 0) + 1
+    doubled_lines = {p: processed_lines[p] for p in paths if processed_lines.get(p, 0) > 1}
     other_jobs = {p: j for p, j in jobs.items() if p not in file_jobs or len(j) != 1
                   or j[0][0] != "file"}
     problems = [line for line in log_text.splitlines()
@@ -785,8 +785,9 @@ def run(args: argparse.Namespace, work: Path, cache: Path) -> dict[str, Any]:
     sources = make_tracks(cache, args.sources, args.seconds, args.jobs or os.cpu_count() or 1)
     work = Path(os.path.realpath(work))  # the daemon stores real paths
     root, staging = work / "library", work / "staging"
-    root.mkdir()
-    staging.mkdir()
+    # The landing folders exist before the daemon starts: only file events are measured.
+    for folder in (root / "Latency", root / "Stream", staging):
+        folder.mkdir(parents=True)
     config, db = work / "config.toml", work / "library.db"
     config.write_text(CONFIG.format(quiet=float(args.quiet)))
     daemon = WatchDaemon(config, db, root, work / "daemon.log", args.jobs)
