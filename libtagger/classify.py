@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from libtagger.config import Config
 from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError, display_path
 from libtagger.model import Model
 from libtagger.vote import GenreScore, Vocabulary, vote
+
+if TYPE_CHECKING:
+    from libtagger.personal import PersonalHead
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ class TrackResult:
     embeddings: np.ndarray | None = field(default=None, repr=False, compare=False)
     """Per-window CNN embeddings [windows, dims], the models' concatenated."""
     decode_errors: int = 0
+    vocabulary: str = "default"
+    """default (the tag vocabulary) or personal (your own head, ``libtagger learn``)."""
+    unknown: bool = False
+    """Your head was not sure enough: none of your genres fits (nothing is written)."""
 
     @property
     def silent(self) -> bool:
@@ -74,6 +81,9 @@ class TrackResult:
         }
         if self.silent:
             out["silent"] = True
+        if self.vocabulary != "default" or self.unknown:
+            out["vocabulary"] = self.vocabulary
+            out["unknown"] = self.unknown
         if self.decode_errors:
             out["decode_errors"] = self.decode_errors
         if timeline and self.timeline is not None:
@@ -102,8 +112,10 @@ class Classifier:
         ModelError: a model cannot be loaded or the models disagree on their front-end.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, head: PersonalHead | None = None) -> None:
         self.config = config
+        self.head = head if config.personal.mode != "off" else None
+        """The user's own genre head (``libtagger learn``), used instead of the vocabulary."""
         settings = config.classifier
         self.models = [Model(name, threads=settings.threads) for name in settings.models]
         frontends = {m.info.frontend for m in self.models}
@@ -176,6 +188,14 @@ class Classifier:
         voting = np.array([not w.silent for w in windows])
         scores = self.vocabulary.window_scores(model_probs)
         genres = vote(scores, self.vocabulary.genres, voting, settings.top_k, settings.min_score)
+        all_embeddings = np.concatenate([np.concatenate(e) for e in embeddings], axis=1)
+        vocabulary, unknown = "default", False
+        if self.head is not None:
+            mine = self.head.vote(all_embeddings, voting, settings.top_k)
+            if mine and mine[0].score >= self.config.personal.min_probability:
+                genres, vocabulary = mine, "personal"
+            elif self.config.personal.mode == "personal":
+                genres, unknown = [], True  # "not one of mine": nothing to write
 
         tag_means: dict[str, float] = {}
         if voting.any():
@@ -209,8 +229,10 @@ class Classifier:
             voting_windows=int(voting.sum()),
             tags=tag_means,
             timeline=timeline_out,
-            embeddings=np.concatenate([np.concatenate(e) for e in embeddings], axis=1),
+            embeddings=all_embeddings,
             decode_errors=decode_errors,
+            vocabulary=vocabulary,
+            unknown=unknown,
         )
 
 
@@ -247,11 +269,11 @@ def single_threaded_numerics() -> None:
 _worker: Classifier | None = None
 
 
-def init_worker(config: Config) -> None:
+def init_worker(config: Config, head: PersonalHead | None = None) -> None:
     """Pool initialiser: one thread of numerics and one Classifier in this worker process."""
     global _worker  # noqa: PLW0603 - per-process model cache, set once by the initialiser
     single_threaded_numerics()
-    _worker = Classifier(config)
+    _worker = Classifier(config, head)
 
 
 def worker_classifier() -> Classifier:
@@ -284,6 +306,7 @@ def classify_many(
     config: Config,
     jobs: int = 1,
     timeline: bool = False,
+    head: PersonalHead | None = None,
 ) -> Iterator[TrackResult | Failure]:
     """Classify many files, in order, with ``jobs`` worker processes (1: in this process).
 
@@ -292,13 +315,13 @@ def classify_many(
     """
     paths = list(paths)
     if jobs <= 1 or len(paths) <= 1:
-        classifier = Classifier(config)
+        classifier = Classifier(config, head)
         for path in paths:
             yield classify_or_fail(classifier, path, timeline)
         return
     Classifier(config)  # fail fast, in this process, on a model error
     with ProcessPoolExecutor(
-        max_workers=min(jobs, len(paths)), initializer=init_worker, initargs=(config,)
+        max_workers=min(jobs, len(paths)), initializer=init_worker, initargs=(config, head)
     ) as pool:
         futures = [pool.submit(_classify_in_worker, p, timeline) for p in paths]
         for future in futures:

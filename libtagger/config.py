@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,30 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class PersonalConfig:
+    """Your own genres, learned by ``libtagger learn`` and applied by scan and watch."""
+
+    mode: str = "personal"
+    """personal: your genres only (below the gate: unknown, nothing written); fallback: the
+    default genres when your head is unsure; off: ignore the head."""
+    min_probability: float = 0.5
+    """A track gets one of your genres only if the head gives it at least this probability."""
+    min_tracks: int = 10
+    """Genres with fewer user-tagged tracks than this are not learned."""
+    folds: int = 5
+    """Cross-validation folds (fewer when a genre has fewer tracks)."""
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("Drum & Bass", ("DnB", "D&B", "D'n'B", "Drum n Bass", "Drumnbass")),
+        ("Hip-Hop", ("Hip Hop", "HipHop")),
+        ("R&B", ("RnB", "Rhythm and Blues")),
+    )
+    """Canonical name -> other spellings that mean the same genre."""
+
+
+PERSONAL_MODES = ("personal", "fallback", "off")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -151,6 +175,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     tags: TagConfig = field(default_factory=TagConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    personal: PersonalConfig = field(default_factory=PersonalConfig)
     genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
     """(canonical genre, model tags) pairs, in the order ties are broken."""
     source: str | None = None
@@ -195,7 +220,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         ConfigError: unknown key or wrong type; the message names the key.
     """
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"library", "classifier", "tags", "watch", "genres"}
+    unknown = set(data) - {"library", "classifier", "tags", "watch", "personal", "genres"}
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
     library = _section(LibraryConfig, data.get("library", {}), "library", where)
@@ -212,11 +237,12 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
             raise ConfigError(f"{where}watch.{key} must be more than 0")
     if watch.max_attempts < 1:
         raise ConfigError(f"{where}watch.max_attempts must be at least 1")
+    personal = _personal(data.get("personal", {}), where)
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
     return Config(library=library, classifier=classifier, tags=tags, watch=watch,
-                  genres=genres, source=source)
+                  personal=personal, genres=genres, source=source)
 
 
 def _section(cls: type, raw: Any, name: str, where: str) -> Any:
@@ -287,6 +313,31 @@ def _check_tags(t: TagConfig, where: str) -> None:
             raise ConfigError(f"{where}tags.{key} must be in [0, 1]")
     if not t.separator:
         raise ConfigError(f"{where}tags.separator must not be empty")
+
+
+def _personal(raw: Any, where: str) -> PersonalConfig:
+    """[personal], whose ``aliases`` is a table of name = [other spellings]."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}[personal] must be a table")
+    raw = dict(raw)
+    aliases = raw.pop("aliases", None)
+    section = _section(PersonalConfig, raw, "personal", where)
+    if section.mode not in PERSONAL_MODES:
+        raise ConfigError(f"{where}personal.mode must be one of {', '.join(PERSONAL_MODES)}")
+    if not 0.0 <= section.min_probability <= 1.0:
+        raise ConfigError(f"{where}personal.min_probability must be in [0, 1]")
+    if section.min_tracks < 2 or section.folds < 2:
+        raise ConfigError(f"{where}personal.min_tracks and personal.folds must be at least 2")
+    if aliases is None:
+        return section
+    if not isinstance(aliases, dict):
+        raise ConfigError(f"{where}[personal.aliases] must be a table of name = [spellings]")
+    table = []
+    for name, variants in aliases.items():
+        if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+            raise ConfigError(f"{where}personal.aliases.{name} must be a list of strings")
+        table.append((name, tuple(variants)))
+    return replace(section, aliases=tuple(table))
 
 
 def _genres(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -145,6 +145,8 @@ class Classification(Base):
     embeddings: Mapped[bytes | None] = mapped_column(LargeBinary)
     """Per-window CNN embeddings, float16, shape [windows, embedding_dim]."""
     embedding_dim: Mapped[int | None]
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The track's embedding: mean over windows, L2-normalised, float16 (similar tracks)."""
 
     track: Mapped[Track] = relationship(back_populates="classification")
     genres: Mapped[list[GenreRow]] = relationship(
@@ -227,6 +229,22 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Head(Base):
+    """A personal genre head trained by ``libtagger learn``: its file and how well it did."""
+
+    __tablename__ = "heads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str]
+    model: Mapped[str] = mapped_column(String(200))
+    """The CNN models whose embeddings it was trained on (it only fits those)."""
+    genres: Mapped[list[str]] = mapped_column(JSON)
+    tracks: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Run(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,33 +61,45 @@ class Evaluation:
 
 def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failure]) -> Evaluation:
     """Score classification results against their folder labels."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    truth: list[str] = []
-    predicted: list[str] = []
-    files: list[dict[str, Any]] = []
+    items: list[tuple[str, str, list[str]]] = []
     failures: list[Failure] = []
-    top3 = 0
-    # Show genres by their folder names where there is one, else as the model names them.
-    display: dict[str, str] = {}
-    for _, label in labelled:
-        display.setdefault(normalise_genre(label), label)
     model = ""
     for (path, label), result in zip(labelled, results, strict=True):
         if isinstance(result, Failure):
             failures.append(result)
             continue
         model = result.model
-        key = normalise_genre(label)
-        ranked = [g.genre for g in result.genres]
-        best = normalise_genre(ranked[0]) if ranked else "none"
+        items.append((path, label, [g.genre for g in result.genres]))
+    return score_predictions(model, items, failures)
+
+
+def score_predictions(
+    model: str,
+    items: list[tuple[str, str, list[str]]],
+    failures: list[Failure] | None = None,
+    key: Callable[[str], str] = normalise_genre,
+) -> Evaluation:
+    """Score (path, true label, ranked predicted genres) items; ``key`` says which names match."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    truth: list[str] = []
+    predicted: list[str] = []
+    files: list[dict[str, Any]] = []
+    top3 = 0
+    # Show genres by their true labels where there is one, else as the model names them.
+    display: dict[str, str] = {}
+    for _, label, _ in items:
+        display.setdefault(key(label), label)
+    for path, label, ranked in items:
+        truth_key = key(label)
+        best = key(ranked[0]) if ranked else "none"
         display.setdefault(best, ranked[0] if ranked else "(none)")
-        truth.append(key)
+        truth.append(truth_key)
         predicted.append(best)
-        top3 += key in {normalise_genre(g) for g in ranked[:3]}
+        top3 += truth_key in {key(g) for g in ranked[:3]}
         files.append(
             {"path": path, "label": label, "predicted": ranked[:3],
-             "correct": best == key}
+             "correct": best == truth_key}
         )
     keys = sorted(set(truth) | set(predicted), key=lambda k: (k not in set(truth), k))
     labels = [display[k] for k in keys]
@@ -115,7 +128,7 @@ def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failur
     return Evaluation(
         model=model,
         files=files,
-        failures=failures,
+        failures=failures or [],
         labels=labels,
         confusion=matrix,
         accuracy=round(accuracy, 4),

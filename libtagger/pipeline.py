@@ -85,12 +85,19 @@ def genres_to_write(result: TrackResult, tags: TagConfig) -> list[str]:
     return [g.genre for g in result.genres[: tags.max_genres] if g.score >= tags.min_score]
 
 
+def track_vector(window_embeddings: np.ndarray) -> np.ndarray:
+    """A track's embedding: the mean of its windows', L2-normalised (cosine = dot product)."""
+    vector = np.asarray(window_embeddings, dtype=np.float32).mean(axis=0)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
 def _classification(result: TrackResult, run_id: int | None) -> Classification:
-    embeddings = None
+    embeddings = vector = None
     dim = None
     if result.embeddings is not None and result.embeddings.size:
         embeddings = result.embeddings.astype(np.float16).tobytes()
         dim = int(result.embeddings.shape[1])
+        vector = track_vector(result.embeddings).astype(np.float16).tobytes()
     timeline = None
     if result.timeline is not None:
         timeline = result.to_dict(timeline=True)["timeline"]
@@ -104,6 +111,7 @@ def _classification(result: TrackResult, run_id: int | None) -> Classification:
         tags=result.tags,
         embeddings=embeddings,
         embedding_dim=dim,
+        vector=vector,
         genres=[
             GenreRow(rank=i + 1, genre=g.genre, score=g.score, confidence=g.confidence)
             for i, g in enumerate(result.genres)

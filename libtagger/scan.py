@@ -25,6 +25,7 @@ from libtagger.db import Library, Run, Track, under_path, utcnow
 from libtagger.errors import FileError
 from libtagger.pipeline import Analysis, Outcome, analyse, genres_to_write, record
 from libtagger.pipeline import reconcile_planned_writes
+from libtagger.personal import PersonalHead, active_head
 from libtagger.safewrite import is_temp_file, remove_stale_temp_files
 from libtagger.tags import plan_genres, read_genres
 
@@ -310,7 +311,8 @@ def scan_library(
     """
     roots = [os.path.realpath(os.path.expanduser(r)) for r in roots]
     summary = ScanSummary()
-    Classifier(config)  # fail fast on a model problem, before touching anything
+    name = Classifier(config).name  # fail fast on a model problem, before touching anything
+    head = active_head(library, name) if config.personal.mode != "off" else None
     if not dry_run:
         reconcile_planned_writes(library, config)
     with library.session() as session:
@@ -327,7 +329,7 @@ def scan_library(
             with library.session() as session:
                 rows = session.execute(select(Track.id, Track.path).where(Track.id.in_(todo))).all()
             todo_paths = {r.path: r.id for r in rows}
-        _process(library, config, todo_paths, jobs, write, dry_run, summary, progress)
+        _process(library, config, todo_paths, jobs, write, dry_run, summary, progress, head)
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
@@ -364,7 +366,8 @@ def _dry_run_paths(library: Library, roots: list[str], force: bool,
 
 
 def _process(library: Library, config: Config, todo: dict[str, int], jobs: int, write: bool,
-             dry_run: bool, summary: ScanSummary, progress: ProgressCallback | None) -> None:
+             dry_run: bool, summary: ScanSummary, progress: ProgressCallback | None,
+             head: PersonalHead | None = None) -> None:
     """Classify the paths in a worker pool; store each result as it arrives."""
     total = len(todo)
     if progress:
@@ -372,7 +375,7 @@ def _process(library: Library, config: Config, todo: dict[str, int], jobs: int, 
     if not total:
         return
     done = 0
-    for analysis in _analyses(config, list(todo), jobs):
+    for analysis in _analyses(config, list(todo), jobs, head):
         if dry_run:
             outcome = _dry_outcome(analysis, config)
         else:
@@ -383,14 +386,16 @@ def _process(library: Library, config: Config, todo: dict[str, int], jobs: int, 
             progress("classify", done, total)
 
 
-def _analyses(config: Config, paths: list[str], jobs: int) -> Iterator[Analysis]:
+def _analyses(config: Config, paths: list[str], jobs: int,
+              head: PersonalHead | None = None) -> Iterator[Analysis]:
     """Analyses in completion order; at most 2 × jobs files in flight."""
     if jobs <= 1:
-        classifier = Classifier(config)
+        classifier = Classifier(config, head)
         for path in paths:
             yield analyse(classifier, path)
         return
-    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker, initargs=(config,)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker,
+                             initargs=(config, head)) as pool:
         pending: set[Future[Analysis]] = set()
         queue = iter(paths)
         try:

@@ -38,6 +38,7 @@ from libtagger.classify import init_worker, worker_classifier
 from libtagger.config import Config, load_config
 from libtagger.db import Library, Run, Track, under_path, utcnow
 from libtagger.errors import LibtaggerError, display_path
+from libtagger.personal import PersonalHead, active_head
 from libtagger.pipeline import Analysis, analyse, record, reconcile_planned_writes
 from libtagger.queue import (
     ClaimedJob,
@@ -215,9 +216,12 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def _start_pool(self) -> None:
+        head = None
+        if self.config.personal.mode != "off":
+            head = active_head(self.library, "+".join(self.config.classifier.models))
         self._pool = ProcessPoolExecutor(
             self.jobs, mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_init, initargs=(self.config,),
+            initializer=_worker_init, initargs=(self.config, head),
         )
         # Load the models before saying READY: a round trip through the workers.
         for future in [self._pool.submit(_worker_ready, i) for i in range(self.jobs)]:
@@ -369,7 +373,8 @@ class Daemon:
         """Decide what a job needs; audio work goes to the pool, the rest is done here."""
         try:
             root = self._root_of(job.dest or job.path)
-            if root is not None and not root.available:
+            if root is not None and not (root.available and os.path.isdir(root.path)):
+                # The whole root is gone (an unmounted share): its files are not deleted.
                 postpone(self.library, job.id, self.config.watch.root_check_seconds)
                 return
             if job.kind == "file":
@@ -443,7 +448,7 @@ class Daemon:
 
     def reconcile(self) -> None:
         """Catch what events missed: compare every available root with the database."""
-        roots = [r.path for r in self.roots if r.available]
+        roots = [r.path for r in self.roots if r.available and os.path.isdir(r.path)]
         if not roots:
             return
         started = utcnow()
@@ -552,12 +557,12 @@ def utcnow_local():  # APScheduler wants an aware or local "now" for next_run_ti
     return datetime.now().astimezone()
 
 
-def _worker_init(config: Config) -> None:
+def _worker_init(config: Config, head: PersonalHead | None) -> None:
     # Ctrl-C reaches the whole process group; the daemon decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    init_worker(config)
+    init_worker(config, head)
 
 
 def _worker_ready(_: int) -> int:
