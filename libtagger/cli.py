@@ -661,13 +661,8 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
 @click.pass_context
 def similar(ctx: click.Context, path: str, count: int, fmt: str) -> None:
     """The tracks that sound most like PATH (cosine similarity of CNN embeddings)."""
-    from libtagger.similar import neighbour_rows, similar_tracks
+    from libtagger.similar import neighbour_rows, similar_tracks, write_neighbours
 
     config = _load(ctx)
     rows = neighbour_rows(similar_tracks(_library(ctx, config), path, count))
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        genre = f"{row['genre']} {row['score']:.2f}" if row.get("genre") else "-"
-        click.echo(f"{row['similarity']:.3f}  {display_path(row['path'])}  {genre}")
+    write_neighbours(rows, fmt, sys.stdout)

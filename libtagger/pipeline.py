@@ -169,7 +169,7 @@ def record(
             except FileError as exc:
                 outcome.write, outcome.write_error = "failed", exc.reason
             else:
-                after = plan_genres(before, ours, config.tags.policy)
+                after = plan_for_track(session, track.id, before, ours, config.tags.policy)
                 outcome.before = before
                 if after is None:
                     outcome.write = "kept"
@@ -185,6 +185,21 @@ def record(
         state, error, after = apply_tag_write(library, planned_id, config)
         outcome.write, outcome.write_error, outcome.after = state, error, after
     return outcome
+
+
+def plan_for_track(session: Session, track_id: int, before: list[str], ours: list[str],
+                   policy: str) -> list[str] | None:
+    """:func:`plan_genres`, except that a genre we wrote ourselves (unchanged since) is ours
+    to update: a new classification replaces it under any policy, as it never was the user's.
+    """
+    last = session.scalars(
+        select(TagWrite.after).where(TagWrite.track_id == track_id, TagWrite.state == "written",
+                                     TagWrite.kind == "write")
+        .order_by(TagWrite.id.desc()).limit(1)
+    ).first()
+    if last is not None and before and _same(before, list(last)):
+        return None if _same(before, ours) else list(ours)
+    return plan_genres(before, ours, policy)
 
 
 def apply_tag_write(

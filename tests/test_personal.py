@@ -171,7 +171,8 @@ def test_learn_reports_cross_validated_accuracy_and_activates_the_head(trained):
 def test_scan_writes_your_genres_and_evaluate_uses_the_head(trained):
     runner = CliRunner()
     args = ["--config", str(trained["config"]), "--db", str(trained["db"])]
-    result = runner.invoke(main, [*args, "scan", "--jobs", "1", "--force", "--policy", "replace",
+    # Default policy (fill_empty): the genres libtagger wrote before are its own to update.
+    result = runner.invoke(main, [*args, "scan", "--jobs", "1", "--force",
                                   str(trained["incoming"])])
     assert result.exit_code == 0, result.output
     for genre, path in trained["fresh"].items():
