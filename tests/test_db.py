@@ -117,3 +117,28 @@ def test_unusable_locations_are_clear_errors(tmp_path):
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DatabaseError):
         Library(garbage)
+
+
+def test_upgrade_backfills_track_vectors_from_window_embeddings(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "v3.db"
+    engine = create_db_engine(database_url(path))
+    upgrade(engine, "0003")
+    windows = np.array([[3.0, 0.0], [1.0, 0.0], [2.0, 2.0]], dtype=np.float16)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO tracks (id, path, size, mtime_ns, status, attempts, added_at, "
+            "updated_at) VALUES (1, :p, 1, 1, 'done', 1, '2026-11-01', '2026-11-01')"),
+            {"p": b"/m/a.flac"})
+        conn.execute(text(
+            "INSERT INTO classifications (track_id, model, windows, voting_windows, created_at, "
+            "embeddings, embedding_dim) VALUES (1, 'm', 3, 3, '2026-11-01', :e, 2)"),
+            {"e": windows.tobytes()})
+    engine.dispose()
+    library = Library(path)
+    with library.session() as session:
+        found = session.scalars(select(Classification)).one()
+        vector = np.frombuffer(found.vector, dtype=np.float16).astype(np.float32)
+    expected = np.array([2.0, 2.0 / 3.0]) / np.hypot(2.0, 2.0 / 3.0)  # the mean, normalised
+    np.testing.assert_allclose(vector, expected, atol=1e-3)
