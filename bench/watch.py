@@ -1,7 +1,7 @@
 """Latency and throughput of the ``libtagger watch`` daemon, from landing a file to its tag.
 
-Run from the repository root (about 1.5 minutes on a 2-core machine, plus about 1.5 minutes
-of encoding the 24 source tracks unless ``--cache-dir`` already holds them):
+Run from the repository root (about a minute on a 2-core machine, plus about 1.5 minutes of
+encoding the 24 source tracks unless ``--cache-dir`` already holds them):
 
     python bench/watch.py --cache-dir /tmp/lt-bench
     python bench/watch.py --cache-dir /tmp/lt-bench --quiet 10 --json   # the shipped setting
@@ -22,18 +22,20 @@ only to follow a file that vanished).
 
 1. **landing-to-tag latency**: ``--latency-tracks`` tracks (default 8) land one at a time, at
    most one every ``--every`` s and each only once the previous one is tagged, so each meets
-   an idle daemon. For each, the time from its rename to the moment
-   ``libtagger.tags.read_genres`` first sees a genre in the file (polled every 50 ms), and the
-   same minus the quiet period (the processing delay), split up with the timestamps the daemon
-   stored (job recorded, job due, tag write planned, tag write done).
+   an idle daemon (at a random moment of its 0.5 s queue poll). For each, the time from its
+   rename to the moment ``libtagger.tags.read_genres`` first sees a genre in the file (polled
+   every 50 ms), and the same minus the quiet period (the processing delay), split up with the
+   timestamps the daemon stored (job recorded, job due, tag write planned, tag write done).
 2. **sustained stream**: ``--stream-tracks`` more tracks (default 48) land one every
    ``--stream-interval`` s (default 0.1), faster than the daemon tags them. Tracks/min from the
    first landing to the last tag written, and from the first tag to the last (the daemon's
    steady rate). Completion is read from the database (``tag_writes.written_at``, WAL reads)
    rather than by polling 48 files, whose opens would each be an inotify event for the daemon;
-   every file's tag is then checked with ``read_genres``.
+   every file's tag is then checked with ``read_genres``. Also the CPU time the daemon and
+   its workers used meanwhile (``/proc/PID/stat``), and that of the whole machine
+   (``/proc/stat``): on a shared machine, other work slows the stream.
 3. The peak memory of the daemon and its worker processes, from ``/proc/PID/status`` (VmHWM
-   of each process; the sum of VmRSS across the tree), sampled every 0.5 s from ready to stop.
+   of each process; the sum of VmRSS across the tree), sampled every 0.5 s from start to stop.
 4. **stop**: SIGTERM, the time until the daemon has exited, its exit code, and whether any
    worker outlived it.
 
@@ -48,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -68,9 +71,10 @@ from throughput import FORMATS, TRACK_SECONDS, _rounded, log, make_tracks, table
 SHIPPED_QUIET = 10.0  # [watch] quiet_seconds as shipped (libtagger.config.WatchConfig)
 TAG_POLL = 0.05  # seconds between read_genres polls of a landed file
 DB_POLL = 0.25  # seconds between database polls during the stream
-MEMORY_SAMPLE = 0.5  # seconds between /proc samples of the daemon's process tree
+SAMPLE_EVERY = 0.5  # seconds between /proc samples of the daemon's process tree
 STOP_TIMEOUT = 30.0  # after SIGTERM, seconds before the daemon is killed and reported stuck
 READY_MARK = re.compile(r"INFO libtagger\.watch: watching ")
+RECONCILED_MARK = re.compile(r"INFO libtagger\.watch: reconciled: ")
 PROCESSED_LINE = re.compile(r"INFO libtagger\.watch: (?P<path>/[^\n]+?): ", re.MULTILINE)
 CONFIG = """\
 [watch]
@@ -92,8 +96,11 @@ class BenchError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def start_time(pid: int) -> int | None:
-    """The start time of a live ``pid`` (clock ticks since boot; None once it has exited)."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> tuple[int, float] | None:
+    """(start time in clock ticks since boot, CPU seconds used) of a live ``pid``, else None."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -101,7 +108,16 @@ def start_time(pid: int) -> int | None:
         return None
     if fields[0] in ("Z", "X"):  # exited, not yet reaped
         return None
-    return int(fields[19])
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
 def children(pid: int) -> list[int]:
@@ -134,26 +150,27 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
-class TreeMemory:
-    """Samples the memory of a process and its descendants on a thread until stopped."""
+class ProcessTree:
+    """Samples the memory and CPU time of a process and its descendants until stopped."""
 
-    def __init__(self, pid: int, every: float = MEMORY_SAMPLE) -> None:
+    def __init__(self, pid: int, every: float = SAMPLE_EVERY) -> None:
         self.pid = pid
         self.every = every
         self.hwm_kib: dict[int, int] = {}
         """Per process seen: the highest VmHWM read (VmHWM never decreases while it lives)."""
-        self.started: dict[int, int | None] = {}
+        self.started: dict[int, int] = {}
+        self.cpu_seconds: dict[int, float] = {}
+        """Per process seen: CPU seconds (user + system) at its last sample."""
         self.peak_total_rss_kib = 0
         self.samples = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="process-tree", daemon=True)
 
-    def __enter__(self) -> TreeMemory:
+    def start(self) -> ProcessTree:
+        """Start sampling on a thread."""
         self._thread.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """Take a last sample and stop sampling."""
@@ -171,19 +188,21 @@ class TreeMemory:
             todo += children(pid)
         return pids
 
-    def sample(self) -> None:
-        """Read every process of the tree once."""
-        total = 0
-        for pid in self.tree():
-            values = memory_kib(pid)
-            if not values:
-                continue
-            if pid not in self.started:
-                self.started[pid] = start_time(pid)
-            self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), values.get("VmHWM", 0))
-            total += values.get("VmRSS", 0)
-        self.peak_total_rss_kib = max(self.peak_total_rss_kib, total)
-        self.samples += 1
+    def sample(self) -> dict[int, float]:
+        """Read every process of the tree once; returns the CPU seconds of each, so far."""
+        with self._lock:
+            total = 0
+            for pid in self.tree():
+                values, stat = memory_kib(pid), proc_stat(pid)
+                if not values or stat is None:
+                    continue
+                self.started.setdefault(pid, stat[0])
+                self.cpu_seconds[pid] = stat[1]
+                self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), values.get("VmHWM", 0))
+                total += values.get("VmRSS", 0)
+            self.peak_total_rss_kib = max(self.peak_total_rss_kib, total)
+            self.samples += 1
+            return dict(self.cpu_seconds)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -193,7 +212,13 @@ class TreeMemory:
     def survivors(self) -> list[int]:
         """Processes of the tree (other than the root) that are still running."""
         return [pid for pid, started in self.started.items()
-                if pid != self.pid and started is not None and start_time(pid) == started]
+                if pid != self.pid and (proc_stat(pid) or (None,))[0] == started]
+
+    def cpu_between(self, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+        """CPU seconds of the daemon process and of its workers between two samples."""
+        used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+        return {"daemon": used.get(self.pid, 0.0),
+                "workers": sum(v for pid, v in used.items() if pid != self.pid)}
 
     def figures(self) -> dict[str, Any]:
         """Peak memory in MiB: the daemon, its largest worker, the whole tree at once."""
@@ -205,6 +230,7 @@ class TreeMemory:
             "sum_of_peaks_mib": sum(self.hwm_kib.values()) / 1024,
             "peak_total_rss_mib": self.peak_total_rss_kib / 1024,
             "samples": self.samples,
+            "cpu_seconds": self.cpu_between({}, self.cpu_seconds),
         }
 
 
@@ -222,13 +248,16 @@ class WatchDaemon:
                         str(db), "watch", *(["--jobs", str(jobs)] if jobs else []), str(root)]
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self.memory: TreeMemory | None = None
+        self.tree: ProcessTree | None = None
 
-    def start(self, timeout: float) -> float:
-        """Start the daemon and wait until it logs that it is watching; returns the seconds.
+    def start(self, timeout: float) -> tuple[float, float]:
+        """Start the daemon; wait until it is watching and its start-up reconcile is done.
+
+        Returns the seconds to each. Files landing before the reconcile has walked the library
+        would be found by it as well as by their events.
 
         Raises:
-            BenchError: it exited, or did not get ready within ``timeout``.
+            BenchError: it exited, or did not get there within ``timeout``.
         """
         # Not under this shell's systemd or journald: the daemon would notify the wrong socket.
         env = {k: v for k, v in os.environ.items()
@@ -238,15 +267,18 @@ class WatchDaemon:
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=env)
-        self.memory = TreeMemory(self.process.pid).__enter__()
+        self.tree = ProcessTree(self.process.pid).start()
         deadline = started + timeout
-        while not READY_MARK.search(self.log_text()):
-            self.check_alive()
-            if time.perf_counter() > deadline:
-                raise BenchError(f"the daemon did not say it was watching within {timeout:g} s; "
-                                 f"its log ends:\n{self.log_tail()}")
-            time.sleep(0.05)
-        return time.perf_counter() - started
+        times = []
+        for mark, what in ((READY_MARK, "it was watching"), (RECONCILED_MARK, "it reconciled")):
+            while not mark.search(self.log_text()):
+                self.check_alive()
+                if time.perf_counter() > deadline:
+                    raise BenchError(f"the daemon did not say {what} within {timeout:g} s; "
+                                     f"its log ends:\n{self.log_tail()}")
+                time.sleep(0.05)
+            times.append(time.perf_counter() - started)
+        return times[0], times[1]
 
     def log_text(self) -> str:
         """Everything the daemon has logged so far."""
@@ -269,8 +301,8 @@ class WatchDaemon:
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, then wait for the exit; the time it took, the exit code, leftover workers."""
-        assert self.process is not None and self.memory is not None
-        self.memory.stop()
+        assert self.process is not None and self.tree is not None
+        self.tree.stop()
         log("stopping the daemon with SIGTERM...")
         started = time.perf_counter()
         self.process.send_signal(signal.SIGTERM)
@@ -284,7 +316,7 @@ class WatchDaemon:
             self.process.kill()
             self.process.wait(timeout=10)
         time.sleep(0.2)  # orphaned workers are reparented and reaped by init
-        survivors = self.memory.survivors()
+        survivors = self.tree.survivors()
         return {"seconds": seconds, "exit_code": code, "timed_out": code is None,
                 "workers_left_running": survivors}
 
@@ -299,9 +331,9 @@ class WatchDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        if self.memory is not None:
-            self.memory.stop()
-            for pid in self.memory.survivors():
+        if self.tree is not None:
+            self.tree.stop()
+            for pid in self.tree.survivors():
                 log(f"killing worker {pid}, left running by the daemon")
                 os.kill(pid, signal.SIGKILL)
 
@@ -380,6 +412,13 @@ class Database:
                 found[path] = min(found.get(path, when), when)
         return found
 
+    def busy_jobs(self) -> int:
+        """Jobs queued (due or not) or claimed."""
+        from libtagger.queue import queue_stats
+
+        stats = queue_stats(self.library)
+        return stats.queued + stats.claimed
+
     def no_tag_coming(self, path: str) -> str | None:
         """Why no tag will come for ``path`` (classified or failed without a tag write)."""
         from sqlalchemy import select
@@ -453,6 +492,7 @@ def bench_latency(sources: list[Path], count: int, every: float, folder: Path,
                   timeout: float) -> list[Landing]:
     """Section 1: land ``count`` tracks one at a time and time each until its tag is readable."""
     landings: list[Landing] = []
+    jitter = random.Random(0)
     next_at = time.perf_counter()
     for i in range(count):
         source = sources[i % len(sources)]
@@ -464,15 +504,19 @@ def bench_latency(sources: list[Path], count: int, every: float, folder: Path,
         wait_for_tag(landing, daemon, database, timeout)
         assert landing.latency is not None
         log(f"  {name}: tagged {landing.latency:.2f} s after landing ({landing.genres[0]})")
-        # The next one lands on an idle daemon, and not sooner than ``every`` after this one.
-        next_at = max(landing.landed + every, time.perf_counter() + 0.5)
+        # The next one lands on an idle daemon, not sooner than ``every`` after this one, and
+        # at a random moment of the daemon's idle queue poll (every 0.5 s), not in step with it.
+        next_at = max(landing.landed + every, time.perf_counter() + 0.5) + jitter.uniform(0, 1)
     return landings
 
 
 def bench_stream(sources: list[Path], first_index: int, count: int, interval: float,
                  folder: Path, staging: Path, daemon: WatchDaemon, database: Database,
-                 timeout: float) -> list[Landing]:
-    """Section 2: land ``count`` tracks one every ``interval`` s; wait for every tag."""
+                 timeout: float) -> tuple[list[Landing], dict[str, float]]:
+    """Section 2: land ``count`` tracks one every ``interval`` s; wait for every tag.
+
+    Returns the landings, and the CPU seconds the daemon and its workers used meanwhile.
+    """
     from libtagger.errors import LibtaggerError
     from libtagger.tags import read_genres
 
@@ -482,6 +526,9 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
         staged.append((stage(source, staging, landing_name(i, source)), source))
     log(f"landing {count} tracks, one every {interval:g} s...")
     landings: list[Landing] = []
+    assert daemon.tree is not None
+    cpu_before, machine_before = daemon.tree.sample(), machine_cpu_seconds()
+    bench_before = time.process_time()
     start = time.perf_counter()
     for i, (path, source) in enumerate(staged):
         time.sleep(max(0.0, start + i * interval - time.perf_counter()))
@@ -489,13 +536,15 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
 
     paths = [landing.path for landing in landings]
     written: dict[str, float] = {}
-    progress_at = time.perf_counter()
+    progress_at = logged_at = time.perf_counter()
     while len(written) < len(paths):
         daemon.check_alive()
         now_written = database.written(paths)
         if len(now_written) > len(written):
             progress_at = time.perf_counter()
-            log(f"  {len(now_written)}/{len(paths)} tagged")
+            if progress_at - logged_at > 2.0 or len(now_written) == len(paths):
+                logged_at = progress_at
+                log(f"  {len(now_written)}/{len(paths)} tagged")
         written = now_written
         if time.perf_counter() - progress_at > timeout:
             missing = [p for p in paths if p not in written]
@@ -504,6 +553,12 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
                              f"{len(paths)} still untagged:\n" + "\n".join(reasons[:10])
                              + f"\nthe daemon's log ends:\n{daemon.log_tail()}")
         time.sleep(DB_POLL)
+    machine_after = machine_cpu_seconds()
+    cpu = {**daemon.tree.cpu_between(cpu_before, daemon.tree.sample()),
+           "wall": time.perf_counter() - start,
+           "bench": time.process_time() - bench_before,
+           "machine_busy": machine_after[0] - machine_before[0],
+           "machine_total": machine_after[1] - machine_before[1]}
     for landing in landings:
         try:
             landing.genres = read_genres(landing.path)
@@ -512,12 +567,33 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
         if not landing.genres:
             raise BenchError(f"{landing.path}: the database says its tag was written, but the "
                              "file holds no genre")
-    return landings
+    return landings, cpu
+
+
+def wait_until_idle(daemon: WatchDaemon, database: Database, timeout: float) -> float:
+    """Wait until the daemon's queue is empty (nothing queued or claimed); returns the seconds.
+
+    Raises:
+        BenchError: the daemon died, or jobs were still waiting after ``timeout``.
+    """
+    started = time.perf_counter()
+    while (busy := database.busy_jobs()) > 0:
+        daemon.check_alive()
+        if time.perf_counter() - started > timeout:
+            raise BenchError(f"{busy} job(s) still queued or claimed {timeout:g} s after the "
+                             f"last tag; the daemon's log ends:\n{daemon.log_tail()}")
+        time.sleep(DB_POLL)
+    return time.perf_counter() - started
 
 
 def spread(values: list[float]) -> dict[str, float]:
     """Min, median and max."""
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def gap(a: float | None, b: float | None) -> float | None:
+    """``b - a``, or None if either is unknown."""
+    return None if a is None or b is None else b - a
 
 
 def latency_figures(landings: list[Landing], quiet: float) -> dict[str, Any]:
@@ -527,10 +603,6 @@ def latency_figures(landings: list[Landing], quiet: float) -> dict[str, Any]:
     for landing in landings:
         d = landing.daemon
         tagged_wall = landing.landed_wall + (landing.latency or 0.0)
-
-        def gap(a: float | None, b: float | None) -> float | None:
-            return None if a is None or b is None else b - a
-
         tracks.append({
             "file": os.path.basename(landing.path),
             "genre": landing.genres[0] if landing.genres else None,
@@ -615,12 +687,10 @@ def check_daemon(db: Path, root: Path, log_text: str, landings: list[Landing]) -
     from libtagger.db import Classification, Job, Library, Run, TagWrite, Track
     from libtagger.safewrite import is_temp_file
 
-    paths = [landing.path for landing in landings]
+    landed = {landing.path: landing for landing in landings}
     with Library(db, migrate=False) as library, library.session() as session:
-        jobs: dict[str, list[tuple[str, str, int]]] = {}
-        for path, kind, state, attempts in session.execute(
-                select(Job.path, Job.kind, Job.state, Job.attempts).order_by(Job.id)):
-            jobs.setdefault(path, []).append((kind, state, attempts))
+        jobs = [(j.path, j.kind, j.state, j.attempts, epoch(j.created_at))
+                for j in session.scalars(select(Job).order_by(Job.id))]
         tracks = {t.path: t for t in session.scalars(select(Track))}
         writes = dict(session.execute(
             select(TagWrite.track_id, func.count()).group_by(TagWrite.track_id)).all())
@@ -629,52 +699,77 @@ def check_daemon(db: Path, root: Path, log_text: str, landings: list[Landing]) -
         run_counts = dict(run.counts) if run else {}
         run_status = run.status if run else None
 
-    file_jobs = {p: [j for j in jobs.get(p, []) if j[0] == "file"] for p in paths}
+    file_jobs: dict[str, list[float | None]] = {path: [] for path in landed}
+    for path, kind, _, _, created in jobs:
+        if kind == "file" and path in landed:
+            file_jobs[path].append(created)
+    # An extra job recorded within 0.5 s of the daemon's own tag write on that file was
+    # caused by that write (the event arrives before written_at is stored, hence abs()).
+    extra = [(path, created) for path, created_list in file_jobs.items()
+             for created in created_list[1:]]
+    after_own_write = [
+        path for path, created in extra
+        if created is not None and landed[path].daemon.get("write_done") is not None
+        and abs(created - landed[path].daemon["write_done"]) <= 0.5
+    ]
     processed_lines: dict[str, int] = {}  # the daemon logs "PATH: genres (tag written)"
     for match in PROCESSED_LINE.finditer(log_text):
         processed_lines[match["path"]] = processed_lines.get(match["path"], 0) + 1
-    doubled_lines = {p: processed_lines[p] for p in paths if processed_lines.get(p, 0) > 1}
-    other_jobs = {p: j for p, j in jobs.items() if p not in file_jobs or len(j) != 1
-                  or j[0][0] != "file"}
-    problems = [line for line in log_text.splitlines()
-                if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line)]
-    temp_left = [str(p) for p in root.rglob("*") if is_temp_file(p)]
     return {
-        "landed": len(paths),
+        "landed": len(landed),
         "tracks_in_database": len(tracks),
-        "files_without_a_job": [p for p, j in file_jobs.items() if not j],
-        "files_with_several_file_jobs": {p: len(j) for p, j in file_jobs.items() if len(j) > 1},
-        "jobs_not_done": [f"{p}: {kind} {state}" for p, js in jobs.items()
-                          for kind, state, _ in js if state != "done"],
-        "jobs_claimed_more_than_once": [f"{p}: {kind} {attempts} attempts"
-                                        for p, js in jobs.items()
-                                        for kind, _, attempts in js if attempts > 1],
-        "other_jobs": {p: [f"{k} {s}" for k, s, _ in j] for p, j in other_jobs.items()},
-        "tracks_classified_more_than_once": {p: t.attempts for p, t in tracks.items()
-                                             if t.attempts > 1},
-        "tracks_not_done": {p: t.status for p, t in tracks.items() if t.status != "done"},
-        "tracks_with_several_tag_writes": {p: writes[t.id] for p, t in tracks.items()
-                                           if writes.get(t.id, 0) > 1},
         "classification_rows": classifications,
-        "files_logged_more_than_once": doubled_lines,
         "processed_lines_in_log": sum(processed_lines.values()),
-        "warnings_and_errors_in_log": problems,
-        "temp_files_left": temp_left,
         "run_counts": run_counts,
         "run_status": run_status,
+        "jobs": len(jobs),
+        "file_jobs_per_landed_file": {
+            str(n): sum(len(c) == n for c in file_jobs.values())
+            for n in sorted({len(c) for c in file_jobs.values()})
+        },
+        "extra_file_jobs": len(extra),
+        "extra_file_jobs_at_own_tag_write": len(after_own_write),
+        "files_without_a_track": [p for p in landed if p not in tracks],
+        "other_jobs": [f"{kind} {state}: {path}" for path, kind, state, _, _ in jobs
+                       if kind != "file" or path not in landed],
+        "jobs_not_done": [f"{kind} {state}: {path}" for path, kind, state, _, _ in jobs
+                          if state != "done"],
+        "jobs_attempted_more_than_once": [f"{kind} x{attempts}: {path}"
+                                          for path, kind, _, attempts, _ in jobs
+                                          if attempts > 1],
+        "tracks_classified_more_than_once": [f"x{t.attempts}: {p}" for p, t in tracks.items()
+                                             if t.attempts > 1],
+        "tracks_not_done": [f"{t.status}: {p}" for p, t in tracks.items()
+                            if t.status != "done"],
+        "tracks_with_several_tag_writes": [f"x{writes[t.id]}: {p}" for p, t in tracks.items()
+                                           if writes.get(t.id, 0) > 1],
+        "files_logged_more_than_once": [f"x{n}: {p}" for p, n in processed_lines.items()
+                                        if n > 1],
+        "warnings_and_errors_in_log": [line for line in log_text.splitlines()
+                                       if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback",
+                                                    line)],
+        "temp_files_left": [str(p) for p in root.rglob("*") if is_temp_file(p)],
     }
+
+
+LISTED_CHECKS = ("files_without_a_track", "other_jobs", "jobs_not_done",
+                 "jobs_attempted_more_than_once", "tracks_classified_more_than_once",
+                 "tracks_not_done", "tracks_with_several_tag_writes",
+                 "files_logged_more_than_once", "warnings_and_errors_in_log", "temp_files_left")
 
 
 def findings(check: dict[str, Any], stop: dict[str, Any]) -> list[str]:
     """One line per thing that was not as it should be (empty: all as expected)."""
     out = []
-    for key, value in check.items():
-        if key in ("landed", "tracks_in_database", "classification_rows",
-                   "processed_lines_in_log", "run_counts", "run_status"):
-            continue
-        if value:
-            shown = value if not isinstance(value, list) else value[:5]
-            out.append(f"{key.replace('_', ' ')}: {shown}")
+    if check["extra_file_jobs"]:
+        out.append(f"{check['extra_file_jobs']} extra 'file' jobs for {check['landed']} landed "
+                   f"files (jobs per file: {check['file_jobs_per_landed_file']}); "
+                   f"{check['extra_file_jobs_at_own_tag_write']} of them recorded within 0.5 s "
+                   "of the daemon's own tag write on that file")
+    for key in LISTED_CHECKS:
+        if check[key]:
+            more = f" (and {len(check[key]) - 3} more)" if len(check[key]) > 3 else ""
+            out.append(f"{key.replace('_', ' ')}: " + "; ".join(check[key][:3]) + more)
     if check["tracks_in_database"] != check["landed"]:
         out.append(f"{check['tracks_in_database']} tracks in the database for "
                    f"{check['landed']} files landed")
@@ -711,8 +806,11 @@ def report(results: dict[str, Any]) -> str:
         f"libtagger watch, quiet_seconds = {quiet:g} (shipped default {SHIPPED_QUIET:g}; "
         f"latency is dominated by it), jobs = {setup['jobs']}, write gate open",
         f"{setup['sources']} synthetic {setup['track_seconds'] / 60:g}-minute tracks "
-        f"({mix}) landed by atomic rename; daemon ready {setup['ready_seconds']:.1f} s "
-        "after start",
+        f"({mix}) landed by atomic rename; the daemon was watching {setup['ready_seconds']:.1f} s "
+        f"after start, its start-up reconcile done at {setup['reconciled_seconds']:.1f} s",
+        f"code {setup['code']}; machine: {setup['cpu_count']} cores, 1-minute load average "
+        f"{setup['load_average_1min']['before']:.2f} before, "
+        f"{setup['load_average_1min']['after']:.2f} after (other work slows every figure)",
         "",
         f"1. landing-to-tag latency, {lat['tracks']} tracks one at a time (rename -> genre "
         "readable in the file, polled every 50 ms):",
@@ -730,8 +828,9 @@ def report(results: dict[str, Any]) -> str:
                      _s(t["write_seconds"], 3), _s(t["seen_seconds"], 3)])
     lines += ["", "   per track, seconds (event: rename -> job row; quiet: job row -> due; "
               "due->planned: claim poll + plan + analysis + store; write: tag write; "
-              "seen: -> our poll):", table(rows), ""]
-    w = stream["landing_to_tag_seconds"]
+              "seen: -> our poll, a few ms below 0 when the daemon stamped the write after "
+              "we saw it):", table(rows), ""]
+    w, cpu = stream["landing_to_tag_seconds"], stream["cpu_seconds"]
     lines += [
         f"2. sustained stream: {stream['tracks']} tracks landed one every "
         f"{stream['interval_seconds']:g} s (over {stream['landing_seconds']:.1f} s, "
@@ -748,8 +847,20 @@ def report(results: dict[str, Any]) -> str:
         f"max {w['max']:.1f} s" + ("   (NOTE: the daemon kept up with the landings; the rate "
                                    "above is the landing rate, not its capacity)"
                                    if stream["kept_up"] else ""),
+        f"   queue empty {stream['last_tag_to_empty_queue_seconds']:.1f} s after the last tag "
+        "was seen",
+        f"   CPU from the first landing until every tag was seen ({cpu['wall']:.1f} s): daemon "
+        f"process {cpu['daemon']:.1f} s ({100 * cpu['daemon'] / cpu['wall']:.0f}% of a core), "
+        f"workers {cpu['workers']:.1f} s ({100 * cpu['workers'] / cpu['wall']:.0f}% of a core; "
+        f"{cpu['workers'] / stream['tracks']:.2f} s per track);",
+        f"   the whole machine was busy {100 * cpu['machine_busy'] / cpu['machine_total']:.0f}% "
+        "of its "
+        f"{results['setup']['cpu_count']} cores: {cpu['machine_busy']:.1f} CPU s, of which "
+        f"{cpu['bench']:.1f} s this bench's and "
+        f"{cpu['machine_busy'] - cpu['daemon'] - cpu['workers'] - cpu['bench']:.1f} s other "
+        "processes'",
         "",
-        f"3. memory (VmHWM from /proc, sampled every {MEMORY_SAMPLE:g} s, {memory['samples']} "
+        f"3. memory (VmHWM from /proc, sampled every {SAMPLE_EVERY:g} s, {memory['samples']} "
         "samples): "
         f"daemon {memory['daemon_peak_rss_mib']:.0f} MiB, largest of "
         f"{memory['worker_processes_seen']} worker(s) "
@@ -780,6 +891,16 @@ def report(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def code_version() -> str | None:
+    """``git describe --always --dirty`` of the checkout this runs from, if it is one."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
 def run(args: argparse.Namespace, work: Path, cache: Path) -> dict[str, Any]:
     """Set up the library, run the daemon through the sections, and gather the figures."""
     sources = make_tracks(cache, args.sources, args.seconds, args.jobs or os.cpu_count() or 1)
@@ -790,26 +911,25 @@ def run(args: argparse.Namespace, work: Path, cache: Path) -> dict[str, Any]:
         folder.mkdir(parents=True)
     config, db = work / "config.toml", work / "library.db"
     config.write_text(CONFIG.format(quiet=float(args.quiet)))
+    load_before = os.getloadavg()[0]  # other work on the machine shows in every figure
     daemon = WatchDaemon(config, db, root, work / "daemon.log", args.jobs)
     database: Database | None = None
     try:
-        ready = daemon.start(args.timeout)
-        log(f"daemon ready in {ready:.1f} s")
+        ready, reconciled = daemon.start(args.timeout)
+        log(f"daemon watching after {ready:.1f} s, start-up reconcile done after "
+            f"{reconciled:.1f} s")
         database = Database(db)
         log(f"landing {args.latency_tracks} tracks one at a time...")
         latency = bench_latency(sources, args.latency_tracks, args.every, root / "Latency",
                                 staging, daemon, database, args.timeout)
-        stream = bench_stream(sources, args.latency_tracks, args.stream_tracks,
+        stream, stream_cpu = bench_stream(sources, args.latency_tracks, args.stream_tracks,
                               args.stream_interval, root / "Stream", staging, daemon, database,
                               args.timeout)
-        time.sleep(1.0)  # let the daemon finish logging and counting the last one
-        assert daemon.memory is not None
+        log("waiting until the daemon's queue is empty...")
+        idle = wait_until_idle(daemon, database, args.timeout)
+        assert daemon.tree is not None
         stop = daemon.stop()
-        memory = daemon.memory.figures()
-    except BenchError:
-        if args.keep:
-            log(f"the daemon's log: {daemon.log_path}")
-        raise
+        memory = daemon.tree.figures()
     finally:
         if database is not None:
             database.close()
@@ -820,15 +940,20 @@ def run(args: argparse.Namespace, work: Path, cache: Path) -> dict[str, Any]:
     return {
         "setup": {
             "command": daemon.command,
+            "code": code_version(),
             "quiet_seconds": float(args.quiet),
             "jobs": args.jobs or f"default ({os.cpu_count()} cores)",
             "sources": len(sources),
             "track_seconds": args.seconds,
             "formats": {ext: sum(s.endswith(f".{ext}") for s in used) for ext in FORMATS},
             "ready_seconds": ready,
+            "reconciled_seconds": reconciled,
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+            "cpu_count": os.cpu_count(),
         },
         "latency": latency_figures(latency, float(args.quiet)),
-        "stream": stream_figures(stream, args.stream_interval),
+        "stream": {**stream_figures(stream, args.stream_interval),
+                   "last_tag_to_empty_queue_seconds": idle, "cpu_seconds": stream_cpu},
         "memory": memory,
         "stop": stop,
         "check": check,

@@ -127,6 +127,16 @@ class Classifier:
             raise ModelError("no genre in [genres] matches any tag of the configured models")
         self.name = "+".join(m.name for m in self.models)
 
+    def warm_up(self) -> None:
+        """Run one silent window through the front-end and the models.
+
+        The first prediction costs more than a second (TFLite finishes its set-up, the mel
+        filterbank is built); a daemon pays it before saying it is ready, not on a user's track.
+        """
+        patch = self.frontend.log_mel(np.zeros((1, self.frontend.window_samples), np.float32))
+        for model in self.models:
+            model.predict(patch)
+
     def window_starts(self, duration: float) -> list[float]:
         """Where the sampled windows start: spread evenly, skipping the track's edges."""
         settings = self.config.classifier

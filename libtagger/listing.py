@@ -65,14 +65,10 @@ def write_rows(rows: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> Non
             flat["genres"] = "; ".join(g["genre"] for g in row["genres"])
             writer.writerow(flat)
     elif fmt == "table":
-        cells = [list(TABLE_COLUMNS)] + [
+        write_table(TABLE_COLUMNS, [
             [display_path(row["path"])] + [_cell(row[c]) for c in TABLE_COLUMNS[1:]]
             for row in rows
-        ]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-        for line in cells:
-            padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-            stream.write("  ".join(padded).rstrip() + "\n")
+        ], stream)
     else:
         raise QueryError(f"unknown output format {fmt!r}: expected table, csv or json")
 
@@ -89,3 +85,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def write_table(columns: Sequence[str], cells: Sequence[Sequence[str]], stream: IO[str]) -> None:
+    """Plain text columns under a header, each as wide as its widest cell."""
+    lines = [list(columns), *map(list, cells)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    for line in lines:
+        padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        stream.write("  ".join(padded).rstrip() + "\n")

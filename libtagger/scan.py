@@ -184,9 +184,13 @@ def _moved_from(library: Library, identity: str, taken: set[int]) -> int | None:
 
 
 def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSummary,
-              progress: ProgressCallback | None = None) -> list[int]:
+              progress: ProgressCallback | None = None, always_hash: bool = False) -> list[int]:
     """Compare disk and database; apply moves, missing marks and stat updates; return the
-    ids of the tracks to classify (already marked ``pending`` and committed)."""
+    ids of the tracks to classify (already marked ``pending`` and committed).
+
+    ``always_hash`` looks every new file's audio up among known tracks even when none is
+    missing yet: the daemon's way to follow a move whose delete event it has not handled.
+    """
     found: dict[str, FoundFile] = {}
     temp_files: list[str] = []
     for f in walk_library(roots, temp_files):
@@ -233,7 +237,7 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
     # done only when there is a candidate at all: never on a first scan.
     moves: dict[int, FoundFile] = {}
     by_identity = {r.identity: r.id for r in vanished if r.identity}
-    if new_paths and (by_identity or _any_missing(library)):
+    if new_paths and (by_identity or always_hash or _any_missing(library)):
         for path in list(new_paths):
             identity = _identity(path)
             track_id = by_identity.pop(identity, None) if identity else None

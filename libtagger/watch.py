@@ -105,7 +105,9 @@ class LibraryEvents:
                 enqueue(self.library, "gone", path)
         elif kind == "created" and event.is_directory:
             enqueue(self.library, "folder", path, delay=self.quiet)
-        elif kind in ("created", "modified", "closed") and not event.is_directory:
+        elif kind in ("created", "modified") and not event.is_directory:
+            # ("closed" adds nothing the quiet period does not cover, and our own atomic tag
+            # write ends with one under the track's name: it would queue a needless job.)
             if _wanted(path):
                 enqueue(self.library, "file", path, delay=self.quiet)
 
@@ -412,7 +414,7 @@ class Daemon:
     def _plan(self, job: ClaimedJob, paths: list[str]) -> None:
         """Compare disk and database for ``paths`` like a scan; classify what needs it."""
         summary = ScanSummary()
-        todo = plan_scan(self.library, paths, force=False, summary=summary)
+        todo = plan_scan(self.library, paths, force=False, summary=summary, always_hash=True)
         self.counters.moved += summary.moved
         self.counters.missing += summary.missing
         if job.kind == "file" and len(todo) == 1:
@@ -566,7 +568,7 @@ def _worker_init(config: Config, head: PersonalHead | None) -> None:
 
 
 def _worker_ready(_: int) -> int:
-    worker_classifier()
+    worker_classifier().warm_up()  # TFLite finishes its set-up on the first prediction
     return os.getpid()
 
 
