@@ -119,7 +119,6 @@ def _contains(column: Any, needle: Any) -> ColumnElement[bool]:
 
 def _under(path: str) -> ColumnElement[bool]:
     """The file ``path`` or anything under it; a glob if it has ``*`` or ``?``."""
-    folder = path if path.endswith(os.sep) else path + os.sep
     if "*" in path or "?" in path:
         # This SQLite build never GLOBs BLOBs, so both sides are read as text; [ is literal.
         pattern = path.replace("[", "[[]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +86,12 @@ def write(path: Path, samples: np.ndarray, rate: int = 44100, fmt: str | None = 
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def pcm_digest(path: Path) -> str:
+    """SHA-256 of every decoded sample: equal digests mean the audio is untouched."""
+    digest = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            digest.update(frame.to_ndarray().tobytes())
+    return digest.hexdigest()

@@ -6,7 +6,6 @@ the copy and of the save; a cleaner runs while writes are live.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import audiogen
-import av
+from audiogen import pcm_digest
 import pytest
 
 from libtagger.config import TagConfig
@@ -54,12 +53,6 @@ while True:
 """
 
 
-def pcm_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            digest.update(frame.to_ndarray().tobytes())
-    return digest.hexdigest()
 
 
 def temp_files(folder: Path) -> list[Path]:

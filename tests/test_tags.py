@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import audiogen
-import av
+from audiogen import pcm_digest
 import mutagen
 import pytest
 from mutagen.aiff import AIFF
@@ -71,13 +71,6 @@ def fresh(sources: dict[str, Path], fmt: str, folder: Path, name: str | None = N
     return path
 
 
-def pcm_digest(path: Path) -> str:
-    """SHA-256 of every decoded sample (PyAV decodes by content, whatever the name)."""
-    digest = hashlib.sha256()
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            digest.update(frame.to_ndarray().tobytes())
-    return digest.hexdigest()
 
 
 def sha256(path: Path) -> str:
