@@ -11,35 +11,35 @@ Three kinds of thread, one writer:
 
 SIGTERM/SIGINT stop it cleanly (jobs in hand are finished or put back), SIGHUP reloads the
 configuration. Under systemd it speaks the notify protocol (READY, STATUS, WATCHDOG, STOPPING).
+
+The observers live in ``libtagger.observe``, the worker processes in ``libtagger.workers``, and
+what a deleted or moved file does to the database in ``libtagger.moves``.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from libtagger.audio import AUDIO_EXTENSIONS
-from libtagger.classify import init_worker, worker_classifier
 from libtagger.config import Config, load_config
-from libtagger.db import Library, Run, Track, under_path, utcnow
+from libtagger.db import Library, Run, Track, utcnow
 from libtagger.errors import LibtaggerError, display_path
-from libtagger.personal import PersonalHead, active_head
-from libtagger.pipeline import Analysis, analyse, record, reconcile_planned_writes
+from libtagger.moves import mark_missing, move_tracks
+from libtagger.observe import RootWatch
+from libtagger.pipeline import Analysis, record, reconcile_planned_writes
 from libtagger.queue import (
     ClaimedJob,
     claim,
@@ -53,74 +53,11 @@ from libtagger.queue import (
     requeue_claimed,
     retry_failed,
 )
-from libtagger.scan import NOT_AUDIO, ScanSummary, plan_scan
+from libtagger.scan import ScanSummary, plan_scan
 from libtagger.systemd import Notifier
-from libtagger.safewrite import is_temp_file
+from libtagger.workers import analyse_in_worker, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
-
-INOTIFY_HELP = (
-    "the inotify watch limit is reached (fs.inotify.max_user_watches, one watch per folder); "
-    "raise it with `sysctl fs.inotify.max_user_watches=524288` (persist it in "
-    "/etc/sysctl.d/) or use polling for this root"
-)
-
-
-def _wanted(path: str) -> bool:
-    """Whether an event path may be a track: not hidden, not ours, not a known non-audio."""
-    name = os.path.basename(path)
-    if name.startswith(".") or is_temp_file(name):
-        return False
-    ext = os.path.splitext(name)[1].lower()
-    return ext in AUDIO_EXTENSIONS or (ext not in NOT_AUDIO and ext == "")
-
-
-class LibraryEvents:
-    """A watchdog event handler that filters events and records them as jobs; nothing else."""
-
-    def __init__(self, library: Library, quiet: float) -> None:
-        self.library = library
-        self.quiet = quiet
-
-    def dispatch(self, event: Any) -> None:
-        """watchdog's entry point: route an event to a job, never raising."""
-        try:
-            self._record(event)
-        except Exception:  # noqa: BLE001 - an event handler must not kill its observer thread
-            log.exception("could not record %s", event)
-
-    def _record(self, event: Any) -> None:
-        kind = event.event_type
-        path = os.fsdecode(event.src_path)
-        if kind == "moved":
-            dest = os.fsdecode(event.dest_path)
-            if is_temp_file(path):
-                return  # our own atomic tag write landing: the pipeline already knows
-            if event.is_directory or _wanted(dest):
-                enqueue(self.library, "move", path, dest)
-            elif _wanted(path):
-                enqueue(self.library, "gone", path)
-        elif kind == "deleted":
-            if event.is_directory or _wanted(path):
-                enqueue(self.library, "gone", path)
-        elif kind == "created" and event.is_directory:
-            enqueue(self.library, "folder", path, delay=self.quiet)
-        elif kind in ("created", "modified") and not event.is_directory:
-            # ("closed" adds nothing the quiet period does not cover, and our own atomic tag
-            # write ends with one under the track's name: it would queue a needless job.)
-            if _wanted(path):
-                enqueue(self.library, "file", path, delay=self.quiet)
-
-
-@dataclass
-class RootWatch:
-    """One library root: its observer, and whether it is there right now."""
-
-    path: str
-    polling: bool
-    observer: Any = None
-    available: bool = False
-    mode: str = ""
 
 
 @dataclass
@@ -180,7 +117,7 @@ class Daemon:
             self._run_id = run.id
         self._start_pool()
         for root in self.roots:
-            self._start_observer(root)
+            root.start(self.library, self.config.watch)
         self._start_scheduler()
         self.notifier.notify("READY=1", f"STATUS=watching {len(self.roots)} folder(s)")
         log.info("watching %s with %d worker(s)",
@@ -218,27 +155,13 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def _start_pool(self) -> None:
-        head = None
-        if self.config.personal.mode != "off":
-            head = active_head(self.library, "+".join(self.config.classifier.models))
-        self._pool = ProcessPoolExecutor(
-            self.jobs, mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_init, initargs=(self.config, head),
-        )
-        # Load the models before saying READY: a round trip through the workers.
-        for future in [self._pool.submit(_worker_ready, i) for i in range(self.jobs)]:
-            future.result()
+        self._pool = start_workers(self.config, self.library, self.jobs)
 
     def _stop_pool(self) -> None:
         """Stop the workers now; work they had in hand is already back in the queue."""
         if self._pool is None:
             return
-        processes = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:  # a worker deep in a long mix is not waited for
-            process.terminate()
-        for process in processes:
-            process.join(timeout=5)
+        stop_workers(self._pool)
         self._pool = None
 
     def _start_scheduler(self) -> None:
@@ -270,7 +193,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.notifier.notify("STOPPING=1")
         for root in self.roots:
-            self._stop_observer(root)
+            root.stop()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
         deadline = time.monotonic() + self.config.watch.stop_grace_seconds
@@ -384,7 +307,7 @@ class Daemon:
             elif job.kind == "folder":
                 self._plan(job, [job.path])
             elif job.kind == "gone":
-                self.counters.missing += _mark_missing(self.library, job.path)
+                self.counters.missing += mark_missing(self.library, job.path)
                 finish(self.library, job.id)
             elif job.kind == "move":
                 self._move_job(job)
@@ -400,7 +323,7 @@ class Daemon:
         try:
             stat = os.stat(job.path)
         except FileNotFoundError:
-            self.counters.missing += _mark_missing(self.library, job.path)
+            self.counters.missing += mark_missing(self.library, job.path)
             finish(self.library, job.id)
             return
         # Settled? A file still being copied keeps changing its mtime.
@@ -427,7 +350,7 @@ class Daemon:
                 track = session.get(Track, todo[0])
                 assert track is not None
                 path = track.path
-            future = self._pool.submit(_worker_analyse, path)
+            future = self._pool.submit(analyse_in_worker, path)
             self.in_flight[job.id] = (job, todo[0], future)
             return
         if todo:
@@ -439,7 +362,7 @@ class Daemon:
 
     def _move_job(self, job: ClaimedJob) -> None:
         assert job.dest is not None
-        moved = _move_paths(self.library, job.path, job.dest)
+        moved = move_tracks(self.library, job.path, job.dest)
         self.counters.moved += moved
         if not moved:  # moved in from outside the library (or unknown): new to us
             kind = "folder" if os.path.isdir(job.dest) else "file"
@@ -483,50 +406,13 @@ class Daemon:
             if root.available and not present:
                 log.warning("%s is gone (unmounted?); its tracks are kept, retrying",
                             root.path)
-                self._stop_observer(root)
+                root.stop()
                 root.available = False
             elif not root.available and present:
-                if self._start_observer(root):
+                if root.start(self.library, self.config.watch):
                     enqueue(self.library, "folder", root.path)
 
-    # --- observers ----------------------------------------------------------------------------
-
-    def _start_observer(self, root: RootWatch) -> bool:
-        """Watch one root with inotify, or by polling (asked for, or when inotify runs out)."""
-        if not os.path.isdir(root.path):
-            log.warning("%s is not there; will retry", root.path)
-            root.available = False
-            return False
-        handler = LibraryEvents(self.library, self.config.watch.quiet_seconds)
-        if not root.polling:
-            from watchdog.observers import Observer
-
-            observer = Observer()
-            observer.schedule(handler, root.path, recursive=True)
-            try:
-                observer.start()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                    raise
-                log.warning("%s: %s; polling it every %g s instead", root.path, INOTIFY_HELP,
-                            self.config.watch.polling_seconds)
-                root.polling = True
-            else:
-                root.observer, root.available, root.mode = observer, True, "inotify"
-                return True
-        from watchdog.observers.polling import PollingObserver
-
-        observer = PollingObserver(timeout=self.config.watch.polling_seconds)
-        observer.schedule(handler, root.path, recursive=True)
-        observer.start()
-        root.observer, root.available, root.mode = observer, True, "polling"
-        return True
-
-    def _stop_observer(self, root: RootWatch) -> None:
-        if root.observer is not None:
-            root.observer.stop()
-            root.observer.join(timeout=5)
-            root.observer = None
+    # --- roots and configuration ------------------------------------------------------------
 
     def _root_of(self, path: str) -> RootWatch | None:
         for root in self.roots:
@@ -557,58 +443,6 @@ def utcnow_local():  # APScheduler wants an aware or local "now" for next_run_ti
     from datetime import datetime
 
     return datetime.now().astimezone()
-
-
-def _worker_init(config: Config, head: PersonalHead | None) -> None:
-    # Ctrl-C reaches the whole process group; the daemon decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    init_worker(config, head)
-
-
-def _worker_ready(_: int) -> int:
-    worker_classifier().warm_up()  # TFLite finishes its set-up on the first prediction
-    return os.getpid()
-
-
-def _worker_analyse(path: str) -> Analysis:
-    return analyse(worker_classifier(), path)
-
-
-def _mark_missing(library: Library, path: str) -> int:
-    """Mark the track at ``path`` (or every track under a folder) missing; keep its history."""
-    if os.path.exists(path):
-        return 0  # deleted and recreated meanwhile: its own file job will look at it
-    with library.session() as session:
-        result = session.execute(
-            update(Track).where(under_path(Track.path, path), Track.status != "missing")
-            .values(status="missing", missing_since=utcnow()),
-            execution_options={"synchronize_session": False},
-        )
-        return int(result.rowcount or 0)
-
-
-def _move_paths(library: Library, source: str, dest: str) -> int:
-    """Point the rows of a moved file (or of everything in a moved folder) at the new path."""
-    moved = 0
-    with library.session() as session:
-        rows = session.scalars(select(Track).where(under_path(Track.path, source))).all()
-        for track in rows:
-            new_path = dest + track.path[len(source):]
-            if not os.path.exists(new_path):
-                continue
-            clash = session.scalars(select(Track).where(Track.path == new_path)).first()
-            if clash is not None and clash.id != track.id:
-                session.delete(clash)  # replaced by the moved file: the moved row wins
-                session.flush()
-            stat = os.stat(new_path)
-            track.path, track.size, track.mtime_ns = new_path, stat.st_size, stat.st_mtime_ns
-            if track.status == "missing":
-                track.status = "done" if track.classification else "pending"
-                track.missing_since = None
-            moved += 1
-    return moved
 
 
 def replace_watch(config: Config, **changes: Any) -> Config:

@@ -139,11 +139,11 @@ def test_files_landing_are_classified_and_tagged(tmp_path, watcher, songs):
     new = [land(songs[1], root / "new.flac"), land(songs[2], root / "Album" / "nested.m4a")]
     shutil.copy(songs[3], root / "plain-copy.ogg")  # not atomic: created, written, closed
     expected = {str(already), *map(str, new), str(root / "plain-copy.ogg")}
-    wait_for(lambda: done_paths(w.db) >= expected, 90, "all four files to be tagged")
+    wait_for(lambda: done_paths(w.db) >= expected, 90, "all four files to be classified")
+    wait_for(lambda: rows(w.db, "SELECT count(*) FROM tag_writes WHERE state='written'")
+             == [(4,)], 30, "all four tags to be written")
     for path in expected:
         assert read_genres(path), path
-    writes = rows(w.db, "SELECT count(*) FROM tag_writes WHERE state='written'")
-    assert writes == [(4,)]
     assert w.stop() == 0
 
 
@@ -211,8 +211,11 @@ def test_kill_9_mid_batch_then_restart_processes_everything_once(tmp_path, watch
 
     w2 = watcher([root])
     wait_for(lambda: len(done_paths(w2.db)) == len(songs), 90, "the rest after the restart")
-    wait_for(lambda: rows(w2.db, "SELECT count(*) FROM jobs WHERE state != 'done'") == [(0,)],
-             30, "an empty queue")
+    # A job is done with its result; its tag write (recorded as planned in that same
+    # transaction) lands a moment later.
+    wait_for(lambda: rows(w2.db, "SELECT count(*) FROM jobs WHERE state != 'done'") == [(0,)]
+             and rows(w2.db, "SELECT count(*) FROM tag_writes WHERE state = 'planned'") == [(0,)],
+             30, "an empty queue and every tag written")
     per_track = rows(w2.db, "SELECT track_id, count(*) FROM tag_writes GROUP BY track_id")
     assert len(per_track) == len(songs) and all(n == 1 for _, n in per_track)
     assert rows(w2.db, "SELECT DISTINCT state FROM tag_writes") == [("written",)]

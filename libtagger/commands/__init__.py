@@ -1,0 +1,1 @@
+"""The ``libtagger`` commands by theme; ``libtagger.cli`` registers them on its group."""

@@ -1,0 +1,83 @@
+"""What every command shares: exit codes, config and database from the options, logging."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import click
+
+EXIT_FILE_FAILURES = 1
+EXIT_FATAL = 2
+
+
+def default_jobs(n_files: int) -> int:
+    """One worker per core, but no more than there are files."""
+    return max(1, min(os.cpu_count() or 1, n_files))
+
+
+def config_for(ctx: click.Context, models: tuple[str, ...] = (), top: int | None = None):
+    """The config named by --config (or the default one), with command-line overrides."""
+    from libtagger.config import load_config
+
+    config = load_config(ctx.obj["config_path"])
+    changes: dict[str, Any] = {}
+    if models:
+        changes["models"] = models
+    if top is not None:
+        changes["top_k"] = top
+    if changes:
+        config = dataclasses.replace(
+            config, classifier=dataclasses.replace(config.classifier, **changes)
+        )
+    return config
+
+
+def format_time(seconds: float | None) -> str:
+    """Seconds as m:ss or h:mm:ss (?:?? when unknown)."""
+    if seconds is None:
+        return "?:??"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefix each line with its syslog priority (<3> error … <7> debug) for journald."""
+
+    PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                  logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 6)
+        return f"<{priority}>{super().format(record)}"
+
+
+def setup_logging(base: int, verbose: int) -> None:
+    """Log to stderr; under journald (JOURNAL_STREAM set) with priorities and no timestamps."""
+    levels = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]
+    level = levels[min(levels.index(base) + verbose, len(levels) - 1)]
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("apscheduler", "watchdog", "alembic"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def library_for(ctx: click.Context, config):
+    """Open the database named by --db, else the config's, else the default one."""
+    from libtagger.db import Library
+
+    return Library(ctx.obj["database"] or config.library.database or None)
+
+
+def jobs_for(jobs: int | None, config, n_files: int) -> int:
+    """Worker processes: --jobs, else the config's, else one per core (at most one per file)."""
+    return jobs or config.library.jobs or default_jobs(n_files)

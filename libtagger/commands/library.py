@@ -1,0 +1,321 @@
+"""Commands on the scanned library: scan, undo, query, export, show, stats, runs, db."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from libtagger.commands.common import (
+    EXIT_FILE_FAILURES,
+    config_for,
+    format_time,
+    jobs_for,
+    library_for,
+)
+from libtagger.errors import display_path
+
+
+@click.command()
+@click.argument("roots", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--dry-run", is_flag=True, help="Classify and show what would be written; change nothing.")
+@click.option("--no-write", is_flag=True, help="Store results in the database; leave the files alone.")
+@click.option("--force", is_flag=True, help="Reclassify every track, changed or not.")
+@click.option("--policy", type=click.Choice(["fill_empty", "replace", "append"]),
+              help="How genres are written (default: config, else fill_empty).")
+@click.pass_context
+def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: bool,
+         no_write: bool, force: bool, policy: str | None) -> None:
+    """Find tracks under ROOTS, classify new and changed ones, store and tag them."""
+    from libtagger.scan import scan_library
+
+    config = config_for(ctx)
+    if policy:
+        config = dataclasses.replace(config, tags=dataclasses.replace(config.tags, policy=policy))
+    roots = roots or config.library.roots
+    if not roots:
+        raise click.UsageError("name a music folder (or set library.roots in the config)")
+    library = library_for(ctx, config)
+    with _ScanProgress() as progress:
+        try:
+            summary = scan_library(
+                library, roots, config, jobs=jobs_for(jobs, config, os.cpu_count() or 1),
+                force=force, write=not no_write, dry_run=dry_run, progress=progress.update,
+            )
+        except KeyboardInterrupt:
+            click.echo("interrupted: what was done is saved; run the scan again to resume", err=True)
+            sys.exit(130)
+    if dry_run:
+        for o in summary.outcomes:
+            if o.write == "planned":
+                before = "; ".join(o.before) or "(no genre)"
+                click.echo(f"{display_path(o.path)}: {before} -> {'; '.join(o.after)}")
+    _print_summary(summary, dry_run)
+    if summary.failed or summary.write_failed:
+        sys.exit(EXIT_FILE_FAILURES)
+
+
+class _ScanProgress:
+    """A rich progress bar on stderr: files found while walking, then tracks classified."""
+
+    def __enter__(self) -> _ScanProgress:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            auto_refresh=console.is_terminal,  # no redraw thread when nobody watches
+        )
+        self._progress.__enter__()
+        self._tasks: dict[str, Any] = {}
+        return self
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if phase not in self._tasks:
+            label = "finding files" if phase == "walk" else "classifying"
+            self._tasks[phase] = self._progress.add_task(label, total=total or None, rate="")
+        task = self._tasks[phase]
+        self._progress.update(task, completed=done, total=total or None)
+        speed = self._progress.tasks[task].speed
+        if speed:
+            self._progress.update(task, rate=f"{speed:.1f} tracks/s")
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+
+def _print_summary(summary, dry_run: bool) -> None:
+    s = summary
+    click.echo(
+        f"{s.found} files: {s.new} new, {s.changed} changed, {s.moved} moved, "
+        f"{s.missing} missing, {s.unchanged} unchanged"
+        + (f", {s.retouched} with edited tags only" if s.retouched else "")
+    )
+    if dry_run:
+        planned = sum(o.write == "planned" for o in s.outcomes)
+        wrote = f"would write {planned} tags, {s.skipped - planned} would not"
+    else:
+        wrote = f"wrote {s.written} tags, {s.skipped} not written (gate, policy or --no-write)"
+    click.echo(
+        f"classified {s.classified}, {wrote}, {s.failed} failed"
+        + (f", {s.write_failed} tag writes failed" if s.write_failed else "")
+    )
+    for path, reason in s.failures:
+        click.echo(f"error: {display_path(path)}: {reason}", err=True)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--since", help="Undo writes made since WHEN (2026-11-01, 3d, monday, …).")
+@click.option("--run", "run_id", type=int, help="Undo the writes of one scan (see `libtagger runs`).")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+@click.pass_context
+def undo(ctx: click.Context, paths: tuple[str, ...], since: str | None, run_id: int | None,
+         dry_run: bool) -> None:
+    """Restore the genres files had before libtagger wrote them.
+
+    Files whose genre was changed by someone else since our write are skipped and reported.
+    """
+    from libtagger.query import parse_when
+    from libtagger.undo import undo_writes
+
+    if not (paths or since or run_id):
+        raise click.UsageError("say what to undo: PATH…, --since WHEN or --run ID")
+    config = config_for(ctx)
+    library = library_for(ctx, config)
+    when = parse_when(since) if since else None
+    items = undo_writes(library, config, list(paths), when, run_id, dry_run)
+    failed = 0
+    for item in items:
+        genres = "; ".join(item.genres) or "(no genre)"
+        if item.state in ("restored", "would-restore"):
+            verb = "restored" if item.state == "restored" else "would restore"
+            click.echo(f"{verb}: {display_path(item.path)} -> {genres}")
+        else:
+            failed += item.state == "failed"
+            click.echo(f"{item.state}: {display_path(item.path)}: {item.reason}", err=True)
+    restored = sum(i.state in ("restored", "would-restore") for i in items)
+    click.echo(f"{restored} restored, {len(items) - restored - failed} skipped, {failed} failed"
+               if items else "nothing to undo")
+    if failed:
+        sys.exit(EXIT_FILE_FAILURES)
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Bring the database schema up to date (also done automatically on start)."""
+    from libtagger.db import Library, current_revision, head_revision
+
+    config = config_for(ctx)
+    library = Library(ctx.obj["database"] or config.library.database or None, migrate=False)
+    before = current_revision(library.engine)
+    from libtagger.db import upgrade as run_upgrade
+
+    run_upgrade(library.engine)
+    click.echo(f"{library.url}: schema {before or '(empty)'} -> {head_revision()}")
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+                       default="table", show_default=True, help="Output format.")
+
+
+@click.command()
+@click.argument("terms", nargs=-1)
+@_FORMAT
+@click.option("--sort", default="path", show_default=True,
+              help="path, score, added, classified or genre; a leading - reverses it.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many tracks.")
+@click.pass_context
+def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit: int | None) -> None:
+    """Find tracks: libtagger query 'genre:house score:>0.6 added:>monday'.
+
+    Terms are field:value (genre, score, confidence, rank, path, format, status, model,
+    duration, windows, added, changed, classified, error); -term negates; OR separates
+    alternatives. See the README for the whole grammar.
+    """
+    from libtagger.listing import track_rows, write_rows
+    from libtagger.query import select_tracks
+
+    config = config_for(ctx)
+    library = library_for(ctx, config)
+    with library.session() as session:
+        rows = track_rows(select_tracks(session, " ".join(terms), order_by=sort, limit=limit))
+    write_rows(rows, fmt, sys.stdout)
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
+              show_default=True, help="Output format.")
+@click.pass_context
+def export(ctx: click.Context, fmt: str) -> None:
+    """Export the whole library to stdout: every track with its genres."""
+    ctx.invoke(query, terms=(), fmt=fmt, sort="path", limit=None)
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+@click.pass_context
+def show(ctx: click.Context, path: str, as_json: bool) -> None:
+    """Everything known about one track: genres, tags, history, and its timeline."""
+    from sqlalchemy import select
+
+    from libtagger.db import TagWrite, Track
+    from libtagger.listing import track_rows
+
+    config = config_for(ctx)
+    library = library_for(ctx, config)
+    real = os.path.realpath(os.path.expanduser(path))
+    with library.session() as session:
+        track = session.scalars(select(Track).where(Track.path == real)).first()
+        if track is None:
+            raise click.UsageError(f"not in the database: {display_path(real)} (scan it first)")
+        row = track_rows([track])[0]
+        found = track.classification
+        writes = session.scalars(
+            select(TagWrite).where(TagWrite.track_id == track.id).order_by(TagWrite.id)
+        ).all()
+        row.update(
+            identity=track.identity,
+            attempts=track.attempts,
+            windows=found.windows if found else None,
+            voting_windows=found.voting_windows if found else None,
+            tags=dict(list((found.tags or {}).items())[:10]) if found else {},
+            timeline=found.timeline if found else None,
+            tag_writes=[
+                {"kind": w.kind, "state": w.state, "before": w.before, "after": w.after,
+                 "at": w.created_at.isoformat(), "run": w.run_id, "error": w.error}
+                for w in writes
+            ],
+        )
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    click.echo(display_path(row["path"]))
+    click.echo(f"  status     {row['status']}" + (f" ({row['last_error']})" if row["last_error"] else ""))
+    click.echo(f"  format     {row['format'] or '?'}, {format_time(row['duration'])}")
+    if found:
+        click.echo(f"  model      {row['model']}, {row['windows']} windows "
+                   f"({row['voting_windows']} voting), classified {row['classified_at']}")
+        for g in row["genres"]:
+            click.echo(f"  genre      {g['genre']:<16} score {g['score']:.2f}  "
+                       f"confidence {g['confidence']:.2f}")
+        top_tags = ", ".join(f"{k} {v:.2f}" for k, v in row["tags"].items())
+        click.echo(f"  top tags   {top_tags}")
+    for w in row["tag_writes"]:
+        click.echo(f"  {w['kind']:<10} {w['at'][:19]}  {'; '.join(w['before']) or '(none)'} -> "
+                   f"{'; '.join(w['after']) or '(none)'}  [{w['state']}]")
+    for w in row["timeline"] or []:
+        label = w["genre"] or "silence"
+        score = f" {w['score']:.2f}" if w["score"] is not None else ""
+        click.echo(f"  {format_time(w['start']):>8} - {format_time(w['end']):<8} {label}{score}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Genre histogram, confidence distribution and failures of the library."""
+    from libtagger.report import library_stats
+
+    config = config_for(ctx)
+    library = library_for(ctx, config)
+    report = library_stats(library)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"tracks: {report['tracks']}  " + "  ".join(
+        f"{status}: {n}" for status, n in report["status"].items()))
+    click.echo("\ntop genre        tracks")
+    width = max(report["genres"].values(), default=1)
+    for genre, n in report["genres"].items():
+        click.echo(f"{genre:<16} {n:>6}  {'#' * max(1, round(30 * n / width))}")
+    click.echo("\nconfidence       tracks")
+    for bucket, n in report["confidence"].items():
+        click.echo(f"{bucket:<16} {n:>6}")
+    if report["failures"]:
+        click.echo(f"\nfailures ({len(report['failures'])}):")
+        for failure in report["failures"]:
+            click.echo(f"  {display_path(failure['path'])}: {failure['error']}")
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.pass_context
+def runs(ctx: click.Context, limit: int) -> None:
+    """The latest scans, with their counts (for `undo --run ID`)."""
+    from sqlalchemy import select
+
+    from libtagger.db import Run
+
+    config = config_for(ctx)
+    library = library_for(ctx, config)
+    with library.session() as session:
+        for run in session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)):
+            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v)
+            click.echo(f"{run.id:>5}  {run.kind:<6} {run.started_at:%Y-%m-%d %H:%M}  "
+                       f"{run.status:<11} {counts}")
