@@ -190,15 +190,19 @@ def record(
 def plan_for_track(session: Session, track_id: int, before: list[str], ours: list[str],
                    policy: str) -> list[str] | None:
     """:func:`plan_genres`, except that a genre we wrote ourselves (unchanged since) is ours
-    to update: a new classification replaces it under any policy, as it never was the user's.
+    to update: the policy is applied to what the file held before that write instead.
     """
-    last = session.scalars(
-        select(TagWrite.after).where(TagWrite.track_id == track_id, TagWrite.state == "written",
-                                     TagWrite.kind == "write")
+    last = session.execute(
+        select(TagWrite.before, TagWrite.after)
+        .where(TagWrite.track_id == track_id, TagWrite.state == "written",
+               TagWrite.kind == "write")
         .order_by(TagWrite.id.desc()).limit(1)
     ).first()
-    if last is not None and before and _same(before, list(last)):
-        return None if _same(before, ours) else list(ours)
+    if last is not None and before and _same(before, list(last.after)):
+        planned = plan_genres(list(last.before), ours, policy)
+        if planned is None:  # the policy would keep the user's original: restore it
+            planned = list(last.before)
+        return None if _same(before, planned) else planned
     return plan_genres(before, ours, policy)
 
 

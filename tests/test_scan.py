@@ -229,3 +229,27 @@ def test_worker_pool_scan(tmp_library, tmp_path):
     result = CliRunner().invoke(main, ["--db", str(db), "scan", "--jobs", "2", str(tmp_library)])
     assert result.exit_code == 0, result.output
     assert all(t.status == "done" for t in tracks(db).values())
+
+
+def test_reclassifying_updates_our_own_write_but_never_the_users_part(tmp_path, source_files):
+    root = tmp_path / "m"
+    root.mkdir()
+    song = shutil.copy(source_files["flac"], root / "song.flac")
+    audio = mutagen.File(song)
+    audio["genre"] = ["Polka"]
+    audio.save()
+    db = tmp_path / "lib.db"
+    code, _, _ = scan(db, "--policy", "append", str(root))
+    assert code == 0
+    first = read_genres(song)
+    assert first[0] == "Polka" and len(first) == 2
+    # Pretend our earlier write said something else; a forced rescan must update only our part.
+    with Library(db).session() as session:
+        write = session.scalars(select(TagWrite)).one()
+        write.after = ["Polka", "Ska"]
+    audio = mutagen.File(song)
+    audio["genre"] = ["Polka", "Ska"]
+    audio.save()
+    code, _, _ = scan(db, "--force", "--policy", "append", str(root))
+    assert code == 0
+    assert read_genres(song) == first  # Polka kept, our Ska replaced by the new result
