@@ -95,3 +95,13 @@ def pcm_digest(path: Path) -> str:
         for frame in container.decode(audio=0):
             digest.update(frame.to_ndarray().tobytes())
     return digest.hexdigest()
+
+
+def set_genre(path: Path, genres: list[str]) -> Path:
+    """Give a file a genre tag the way a user's tagger would (mutagen, any format)."""
+    import mutagen
+
+    audio = mutagen.File(path, easy=True)
+    audio["genre"] = genres
+    audio.save()
+    return path

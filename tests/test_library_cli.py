@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import audiogen
-import mutagen
 import pytest
 from click.testing import CliRunner
 
@@ -26,9 +25,7 @@ def scanned(tmp_path_factory) -> tuple[Path, Path]:
     audiogen.write(root / "2024" / "a.flac", audiogen.music(10.0, seed=21))
     audiogen.write(root / "2024" / "b.mp3", audiogen.music(10.0, seed=22, tempo=95.0))
     tagged = audiogen.write(root / "2024-old" / "c.ogg", audiogen.music(10.0, seed=23))
-    audio = mutagen.File(tagged)
-    audio["genre"] = ["Polka"]
-    audio.save()
+    audiogen.set_genre(tagged, ["Polka"])
     db = root.parent / "lib.db"
     result = CliRunner().invoke(main, ["--db", str(db), "scan", "--jobs", "1", str(root)])
     assert result.exit_code == 0, result.output
@@ -95,15 +92,11 @@ def test_undo_restores_and_skips_files_changed_since(tmp_path):
     first = audiogen.write(root / "first.flac", audiogen.music(10.0, seed=31))
     second = shutil.copy(first, root / "second.flac")
     third = audiogen.write(root / "third.mp3", audiogen.music(10.0, seed=32))
-    audio = mutagen.File(third, easy=True)
-    audio["genre"] = ["Bossa Nova"]
-    audio.save()
+    audiogen.set_genre(third, ["Bossa Nova"])
     db = tmp_path / "lib.db"
     run(db, "scan", "--jobs", "1", "--policy", "replace", str(root))
     assert read_genres(third) != ["Bossa Nova"]
-    audio = mutagen.File(second)
-    audio["genre"] = ["Changed By Hand"]
-    audio.save()
+    audiogen.set_genre(second, ["Changed By Hand"])
 
     preview = run(db, "undo", "--dry-run", str(root))
     assert preview.count("would restore") == 2 and read_genres(first) != []

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import audiogen
-import mutagen
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -65,12 +64,6 @@ SPELLINGS = {"Deep Drone": ["Deep Drone", "deep-drone", "DEEP DRONE"],
              "Hard Noise": ["Hard Noise", "hard noise"], "Glass Bells": ["Glass Bells"]}
 
 
-def tag(path: Path, genre: str) -> None:
-    audio = mutagen.File(path)
-    audio["genre"] = [genre]
-    audio.save()
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A scanned library: 5 user-tagged tracks per family, 1 untagged each; then `learn`."""
@@ -83,7 +76,7 @@ def trained(tmp_path_factory) -> dict:
         folder.mkdir(parents=True)
         for i in range(5):
             path = audiogen.write(folder / f"t{i}.flac", make(100 * f + i), rate=RATE)
-            tag(path, SPELLINGS[genre][i % len(SPELLINGS[genre])])
+            audiogen.set_genre(path, [SPELLINGS[genre][i % len(SPELLINGS[genre])]])
         (incoming / genre).mkdir(parents=True)
         fresh[genre] = audiogen.write(incoming / genre / "new.flac", make(100 * f + 50),
                                       rate=RATE)

@@ -169,9 +169,7 @@ def test_policies(tmp_path, source_files, policy, expected):
     root = tmp_path / "m"
     root.mkdir()
     tagged = shutil.copy(source_files["flac"], root / "tagged.flac")
-    audio = mutagen.File(tagged)
-    audio["genre"] = ["Polka"]
-    audio.save()
+    audiogen.set_genre(tagged, ["Polka"])
     untagged = shutil.copy(source_files["flac"], root / "untagged.flac")
     code, out, _ = scan(tmp_path / "lib.db", "--policy", policy, str(root))
     assert code == 0
@@ -235,9 +233,7 @@ def test_reclassifying_updates_our_own_write_but_never_the_users_part(tmp_path, 
     root = tmp_path / "m"
     root.mkdir()
     song = shutil.copy(source_files["flac"], root / "song.flac")
-    audio = mutagen.File(song)
-    audio["genre"] = ["Polka"]
-    audio.save()
+    audiogen.set_genre(song, ["Polka"])
     db = tmp_path / "lib.db"
     code, _, _ = scan(db, "--policy", "append", str(root))
     assert code == 0
@@ -247,9 +243,7 @@ def test_reclassifying_updates_our_own_write_but_never_the_users_part(tmp_path, 
     with Library(db).session() as session:
         write = session.scalars(select(TagWrite)).one()
         write.after = ["Polka", "Ska"]
-    audio = mutagen.File(song)
-    audio["genre"] = ["Polka", "Ska"]
-    audio.save()
+    audiogen.set_genre(song, ["Polka", "Ska"])
     code, _, _ = scan(db, "--force", "--policy", "append", str(root))
     assert code == 0
     assert read_genres(song) == first  # Polka kept, our Ska replaced by the new result
