@@ -7,7 +7,7 @@ Run from the repository root (all six options at the configured 8 windows: about
     python bench/models.py --options msd_musicnn msd_vgg+mtt_vgg --music DIR
 
 The development set is ``../shared/music`` next to the repository (``<genre>/<file>``; read in
-place, never copied). Accuracy is scored by ``libtagger.evaluate``: top-1 is the best genre
+place, never copied). Accuracy is scored by ``libtagger.analysis.evaluate``: top-1 is the best genre
 matching the folder name, top-3 the folder name among the three best. Speed is measured in
 one process (jobs=1): the CPU time of each ``Classifier.classify`` call (decode, log-mel, CNNs,
 vote), models loaded beforehand and one untimed warm-up call first. Tracks/min for N workers
@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from libtagger.classify import Classifier, Failure, TrackResult, classify_or_fail
+from libtagger.analysis.classify import Classifier, Failure, TrackResult, classify_or_fail
 from libtagger.config import Config
-from libtagger.evaluate import evaluate, labelled_files
-from libtagger.model import shipped_models
-from libtagger.vote import normalise_genre
+from libtagger.analysis.evaluate import evaluate, labelled_files
+from libtagger.analysis.model import shipped_models
+from libtagger.analysis.vote import normalise_genre
 
 OPTIONS = (
     "msd_musicnn",

@@ -160,7 +160,7 @@ def fill_database(db: Path, sources: list[Path], paths: list[str]) -> None:
     """
     from sqlalchemy import func, insert, select
 
-    from libtagger.db import Classification, GenreRow, Library, Track
+    from libtagger.library.db import Classification, GenreRow, Library, Track
 
     tracks, classifications, genres = Track.__table__, Classification.__table__, GenreRow.__table__
     library = Library(db)
@@ -209,7 +209,7 @@ def count_written_tags(db: Path) -> int:
     """``tag_writes`` rows in state ``written``."""
     from sqlalchemy import func, select
 
-    from libtagger.db import Library, TagWrite
+    from libtagger.library.db import Library, TagWrite
 
     with Library(db) as library, library.session() as session:
         return session.scalar(
@@ -221,8 +221,8 @@ def where_time_goes(db: Path, root: Path, count: int) -> dict[str, Any]:
     """Time the parts of a no-op rescan in this process: walk, database load, whole plan."""
     from sqlalchemy import select
 
-    from libtagger.db import Library, Track
-    from libtagger.scan import ScanSummary, plan_scan, walk_library
+    from libtagger.library.db import Library, Track
+    from libtagger.pipeline.scan import ScanSummary, plan_scan, walk_library
 
     real_root = os.path.realpath(root)
     started = time.perf_counter()

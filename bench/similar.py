@@ -15,7 +15,7 @@ database):
    matter: SQLite stores a row's columns in order, so reading the vector means stepping over
    the embedding blob's overflow pages.
 2. **query**: a fresh Python process opens the database and calls
-   ``libtagger.similar.similar_tracks(library, path, n)`` for random tracks: the first call is
+   ``libtagger.library.similar.similar_tracks(library, path, n)`` for random tracks: the first call is
    **cold** (new process and connection, empty SQLite page cache; the OS file cache is warm
    from the fill), then ``--queries`` **warm** calls. Reported: ms per query (cold; warm median,
    min and max), where a warm query's time goes (medians of 5: the candidate select with the
@@ -68,7 +68,7 @@ def fill_database(db: Path, count: int, dim: int, windows: int, seed: int) -> No
     import numpy as np
     from sqlalchemy import insert
 
-    from libtagger.db import Classification, GenreRow, Library, Track, utcnow
+    from libtagger.library.db import Classification, GenreRow, Library, Track, utcnow
 
     rng = np.random.default_rng(seed)
     labels = model_tags()
@@ -136,8 +136,8 @@ def measure(db: Path, count: int, queries: int, n: int, seed: int) -> dict[str, 
     """In this (fresh) process: the cold query, the warm ones, a breakdown, and peak RSS."""
     import numpy as np
 
-    from libtagger.db import Library
-    from libtagger.similar import (
+    from libtagger.library.db import Library
+    from libtagger.library.similar import (
         PARTITION,
         _best,
         _candidate_vectors,

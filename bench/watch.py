@@ -23,7 +23,7 @@ only to follow a file that vanished).
 1. **landing-to-tag latency**: ``--latency-tracks`` tracks (default 8) land one at a time, at
    most one every ``--every`` s and each only once the previous one is tagged, so each meets
    an idle daemon (at a random moment of its 0.5 s queue poll). For each, the time from its
-   rename to the moment ``libtagger.tags.read_genres`` first sees a genre in the file (polled
+   rename to the moment ``libtagger.library.tags.read_genres`` first sees a genre in the file (polled
    every 50 ms), and the same minus the quiet period (the processing delay), split up with the
    timestamps the daemon stored (job recorded, job due, tag write planned, tag write done).
 2. **sustained stream**: ``--stream-tracks`` more tracks (default 48) land one every
@@ -387,7 +387,7 @@ class Database:
     """Read-only looks at the daemon's database while it runs (WAL: readers never block it)."""
 
     def __init__(self, db: Path) -> None:
-        from libtagger.db import Library
+        from libtagger.library.db import Library
 
         self.library = Library(db, migrate=False)
 
@@ -398,7 +398,7 @@ class Database:
         """Path -> when its tag write was done (epoch s), for the paths written so far."""
         from sqlalchemy import select
 
-        from libtagger.db import TagWrite
+        from libtagger.library.db import TagWrite
 
         with self.library.session() as session:
             rows = session.execute(
@@ -414,7 +414,7 @@ class Database:
 
     def busy_jobs(self) -> int:
         """Jobs queued (due or not) or claimed."""
-        from libtagger.queue import queue_stats
+        from libtagger.service.queue import queue_stats
 
         stats = queue_stats(self.library)
         return stats.queued + stats.claimed
@@ -423,7 +423,7 @@ class Database:
         """Why no tag will come for ``path`` (classified or failed without a tag write)."""
         from sqlalchemy import select
 
-        from libtagger.db import Job, TagWrite, Track
+        from libtagger.library.db import Job, TagWrite, Track
 
         with self.library.session() as session:
             track = session.scalars(select(Track).where(Track.path == path)).first()
@@ -452,7 +452,7 @@ def wait_for_tag(landing: Landing, daemon: WatchDaemon, database: Database,
         BenchError: the daemon died, said no tag is coming, or none came within ``timeout``.
     """
     from libtagger.errors import LibtaggerError
-    from libtagger.tags import read_genres
+    from libtagger.library.tags import read_genres
 
     deadline = landing.landed + timeout
     polls = 0
@@ -518,7 +518,7 @@ def bench_stream(sources: list[Path], first_index: int, count: int, interval: fl
     Returns the landings, and the CPU seconds the daemon and its workers used meanwhile.
     """
     from libtagger.errors import LibtaggerError
-    from libtagger.tags import read_genres
+    from libtagger.library.tags import read_genres
 
     staged = []
     for i in range(first_index, first_index + count):
@@ -661,7 +661,7 @@ def fill_daemon_times(db: Path, landings: list[Landing]) -> None:
     """Each landing's job and tag-write timestamps, from the (stopped) daemon's database."""
     from sqlalchemy import select
 
-    from libtagger.db import Job, Library, TagWrite, Track
+    from libtagger.library.db import Job, Library, TagWrite, Track
 
     with Library(db, migrate=False) as library, library.session() as session:
         for landing in landings:
@@ -684,8 +684,8 @@ def check_daemon(db: Path, root: Path, log_text: str, landings: list[Landing]) -
     """Missed or doubled work: jobs, classifications and tag writes per landed file, the log."""
     from sqlalchemy import func, select
 
-    from libtagger.db import Classification, Job, Library, Run, TagWrite, Track
-    from libtagger.safewrite import is_temp_file
+    from libtagger.library.db import Classification, Job, Library, Run, TagWrite, Track
+    from libtagger.library.safewrite import is_temp_file
 
     landed = {landing.path: landing for landing in landings}
     with Library(db, migrate=False) as library, library.session() as session:

@@ -1,6 +1,6 @@
 """libtagger: tag a music library with genres, from the audio itself."""
 
-from libtagger.classify import Classifier, TrackResult, classify_file
+from libtagger.analysis.classify import Classifier, TrackResult, classify_file
 from libtagger.config import Config, load_config
 from libtagger.errors import (
     ConfigError,
@@ -10,7 +10,7 @@ from libtagger.errors import (
     ModelError,
     TagWriteError,
 )
-from libtagger.vote import GenreScore
+from libtagger.analysis.vote import GenreScore
 
 __version__ = "0.1.0"
 

@@ -47,7 +47,7 @@ class _Commands(click.Group):
 
 def _expand(paths: tuple[str, ...]) -> list[str]:
     """Files as given; folders replaced by the audio files under them."""
-    from libtagger.audio import find_audio
+    from libtagger.analysis.audio import find_audio
 
     out: list[str] = []
     for path in paths:
@@ -104,7 +104,7 @@ def classify(
     top: int | None,
 ) -> None:
     """Print the genres of audio files (folders are searched for audio)."""
-    from libtagger.classify import Failure, classify_many
+    from libtagger.analysis.classify import Failure, classify_many
 
     config = config_for(ctx, models, top)
     files = _expand(paths)
@@ -145,13 +145,13 @@ def evaluate(
     ctx: click.Context, directory: str, out_dir: str, jobs: int | None, models: tuple[str, ...]
 ) -> None:
     """Measure accuracy on DIRECTORY/<genre>/<file> (folder names are the truth)."""
-    from libtagger.classify import classify_many
-    from libtagger.evaluate import evaluate as run_evaluation
-    from libtagger.evaluate import labelled_files, write_reports
+    from libtagger.analysis.classify import classify_many
+    from libtagger.analysis.evaluate import evaluate as run_evaluation
+    from libtagger.analysis.evaluate import labelled_files, write_reports
 
     head = None
     if "personal" in models:
-        from libtagger.personal import LearnError, active_head
+        from libtagger.library.personal import LearnError, active_head
 
         config = config_for(ctx, tuple(m for m in models if m not in ("personal", "default")))
         config = dataclasses.replace(
@@ -186,7 +186,7 @@ def evaluate(
 @click.option("--tags", is_flag=True, help="Also list every tag each model outputs.")
 def models(tags: bool) -> None:
     """List the shipped models with their licence and published accuracy."""
-    from libtagger.model import ModelInfo, model_path, shipped_models, tflite_runtime
+    from libtagger.analysis.model import ModelInfo, model_path, shipped_models, tflite_runtime
 
     click.echo(f"TFLite runtime: {tflite_runtime()[0]}")
     for name in shipped_models():

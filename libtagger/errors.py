@@ -27,6 +27,10 @@ class DatabaseError(LibtaggerError):
     """The database cannot be opened, upgraded or written."""
 
 
+class LearnError(LibtaggerError):
+    """Not enough tagged tracks to learn from, or no usable personal head."""
+
+
 class FileError(LibtaggerError):
     """Something is wrong with one file; the run goes on with the others."""
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import audiogen  # noqa: E402
 
-from libtagger.classify import Classifier  # noqa: E402
+from libtagger.analysis.classify import Classifier  # noqa: E402
 from libtagger.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

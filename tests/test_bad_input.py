@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from libtagger.classify import Failure, classify_or_fail
+from libtagger.analysis.classify import Failure, classify_or_fail
 from libtagger.cli import main
 from libtagger.errors import DecodeError
 

@@ -138,9 +138,9 @@ def test_evaluate_writes_metrics_json_and_png(runner, tmp_path):
 
 
 def test_evaluate_folder_matching_is_normalised(runner, tmp_path):
-    from libtagger.classify import classify_many
+    from libtagger.analysis.classify import classify_many
     from libtagger.config import Config
-    from libtagger.evaluate import evaluate, labelled_files
+    from libtagger.analysis.evaluate import evaluate, labelled_files
 
     folder = tmp_path / "set" / "electronic"
     folder.mkdir(parents=True)

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from libtagger.cli import main
 from libtagger.errors import DatabaseError
-from libtagger.db import (
+from libtagger.library.db import (
     Classification,
     GenreRow,
     Library,

@@ -6,7 +6,7 @@ import audiogen
 import numpy as np
 import pytest
 
-from libtagger.audio import AudioFile, FrontEnd
+from libtagger.analysis.audio import AudioFile, FrontEnd
 
 FE = FrontEnd()
 

@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 from conftest import DATA
 
-from libtagger.audio import FrontEnd
+from libtagger.analysis.audio import FrontEnd
 
 FE = FrontEnd()
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from libtagger.cli import main
-from libtagger.tags import read_genres
+from libtagger.library.tags import read_genres
 
 
 @pytest.fixture(scope="module")

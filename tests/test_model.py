@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA
 
 from libtagger.errors import ModelError
-from libtagger.model import Model, model_path, shipped_models, tflite_runtime
+from libtagger.analysis.model import Model, model_path, shipped_models, tflite_runtime
 
 SHIPPED = ["msd_musicnn", "msd_vgg", "mtt_musicnn", "mtt_vgg"]
 

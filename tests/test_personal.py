@@ -13,8 +13,8 @@ from sqlalchemy import select, update
 
 from libtagger.cli import main
 from libtagger.config import Config
-from libtagger.db import Head, Library
-from libtagger.personal import (
+from libtagger.library.db import Head, Library
+from libtagger.library.personal import (
     PersonalHead,
     _fit,
     genre_key,
@@ -22,7 +22,7 @@ from libtagger.personal import (
     track_folds,
     wilson_interval,
 )
-from libtagger.tags import read_genres
+from libtagger.library.tags import read_genres
 
 RATE = 44100
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from libtagger.db import Classification, GenreRow, Library, Track
-from libtagger.listing import track_rows, write_rows
-from libtagger.query import (
+from libtagger.library.db import Classification, GenreRow, Library, Track
+from libtagger.query.listing import track_rows, write_rows
+from libtagger.query.language import (
     QueryError,
     build_filter,
     parse_query,

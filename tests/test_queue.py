@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from libtagger.db import Job, Library, utcnow
-from libtagger.queue import (
+from libtagger.library.db import Job, Library, utcnow
+from libtagger.service.queue import (
     claim,
     enqueue,
     fail,

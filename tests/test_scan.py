@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from libtagger.cli import main
-from libtagger.db import Classification, Library, Run, TagWrite, Track
-from libtagger.tags import read_genres
+from libtagger.library.db import Classification, Library, Run, TagWrite, Track
+from libtagger.library.tags import read_genres
 
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")
 

@@ -13,7 +13,7 @@ import time
 import audiogen
 from conftest import REPO
 
-from libtagger.safewrite import is_temp_file
+from libtagger.library.safewrite import is_temp_file
 
 
 

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from libtagger import similar
+from libtagger.library import similar
 from libtagger.cli import main
-from libtagger.db import Classification, GenreRow, Library, Track
-from libtagger.similar import (
+from libtagger.library.db import Classification, GenreRow, Library, Track
+from libtagger.library.similar import (
     Neighbour,
     SimilarError,
     neighbour_rows,
     similar_tracks,
     write_neighbours,
 )
-from libtagger.vote import GenreScore
+from libtagger.analysis.vote import GenreScore
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from audiogen import pcm_digest
 import pytest
 
 from libtagger.config import TagConfig
-from libtagger.safewrite import TEMP_SUFFIX, remove_stale_temp_files
-from libtagger.tags import read_genres, write_genres
+from libtagger.library.safewrite import TEMP_SUFFIX, remove_stale_temp_files
+from libtagger.library.tags import read_genres, write_genres
 
 REPO = Path(__file__).resolve().parent.parent
 FORMATS = ("mp3", "flac", "m4a", "ogg", "wav")
@@ -40,7 +40,7 @@ GENRES_B = ["Jazz", "Blues", ("Experimental " * 8000).strip()]  # about 100 kB
 WRITER = """
 import json, sys
 from libtagger.config import TagConfig
-from libtagger.tags import write_genres
+from libtagger.library.tags import write_genres
 
 config = TagConfig(write_score=True)
 lists = json.loads(sys.stdin.readline())

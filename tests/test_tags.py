@@ -28,8 +28,8 @@ from mutagen.wave import WAVE
 
 from libtagger.config import TagConfig
 from libtagger.errors import DecodeError, TagWriteError
-from libtagger.safewrite import TEMP_SUFFIX, is_temp_file, remove_stale_temp_files
-from libtagger.tags import (
+from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_stale_temp_files
+from libtagger.library.tags import (
     SCORE_FIELD,
     plan_genres,
     read_genres,

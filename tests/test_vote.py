@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from libtagger.vote import Vocabulary, normalise_genre, vote
+from libtagger.analysis.vote import Vocabulary, normalise_genre, vote
 
 
 @pytest.mark.parametrize(

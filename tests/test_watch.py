@@ -18,7 +18,7 @@ import audiogen
 import pytest
 from conftest import REPO
 
-from libtagger.tags import read_genres
+from libtagger.library.tags import read_genres
 
 CONFIG = """
 [watch]

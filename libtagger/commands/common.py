@@ -73,7 +73,7 @@ def setup_logging(base: int, verbose: int) -> None:
 
 def library_for(ctx: click.Context, config):
     """Open the database named by --db, else the config's, else the default one."""
-    from libtagger.db import Library
+    from libtagger.library.db import Library
 
     return Library(ctx.obj["database"] or config.library.database or None)
 

@@ -32,7 +32,7 @@ from libtagger.errors import display_path
 def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: bool,
          no_write: bool, force: bool, policy: str | None) -> None:
     """Find tracks under ROOTS, classify new and changed ones, store and tag them."""
-    from libtagger.scan import scan_library
+    from libtagger.pipeline.scan import scan_library
 
     config = config_for(ctx)
     if policy:
@@ -134,8 +134,8 @@ def undo(ctx: click.Context, paths: tuple[str, ...], since: str | None, run_id: 
 
     Files whose genre was changed by someone else since our write are skipped and reported.
     """
-    from libtagger.query import parse_when
-    from libtagger.undo import undo_writes
+    from libtagger.query.language import parse_when
+    from libtagger.library.undo import undo_writes
 
     if not (paths or since or run_id):
         raise click.UsageError("say what to undo: PATH…, --since WHEN or --run ID")
@@ -168,12 +168,12 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Bring the database schema up to date (also done automatically on start)."""
-    from libtagger.db import Library, current_revision, head_revision
+    from libtagger.library.db import Library, current_revision, head_revision
 
     config = config_for(ctx)
     library = Library(ctx.obj["database"] or config.library.database or None, migrate=False)
     before = current_revision(library.engine)
-    from libtagger.db import upgrade as run_upgrade
+    from libtagger.library.db import upgrade as run_upgrade
 
     run_upgrade(library.engine)
     click.echo(f"{library.url}: schema {before or '(empty)'} -> {head_revision()}")
@@ -197,8 +197,8 @@ def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit
     duration, windows, added, changed, classified, error); -term negates; OR separates
     alternatives. See the README for the whole grammar.
     """
-    from libtagger.listing import track_rows, write_rows
-    from libtagger.query import select_tracks
+    from libtagger.query.listing import track_rows, write_rows
+    from libtagger.query.language import select_tracks
 
     config = config_for(ctx)
     library = library_for(ctx, config)
@@ -224,8 +224,8 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
     """Everything known about one track: genres, tags, history, and its timeline."""
     from sqlalchemy import select
 
-    from libtagger.db import TagWrite, Track
-    from libtagger.listing import track_rows
+    from libtagger.library.db import TagWrite, Track
+    from libtagger.query.listing import track_rows
 
     config = config_for(ctx)
     library = library_for(ctx, config)
@@ -280,7 +280,7 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Genre histogram, confidence distribution and failures of the library."""
-    from libtagger.report import library_stats
+    from libtagger.query.report import library_stats
 
     config = config_for(ctx)
     library = library_for(ctx, config)
@@ -310,7 +310,7 @@ def runs(ctx: click.Context, limit: int) -> None:
     """The latest scans, with their counts (for `undo --run ID`)."""
     from sqlalchemy import select
 
-    from libtagger.db import Run
+    from libtagger.library.db import Run
 
     config = config_for(ctx)
     library = library_for(ctx, config)

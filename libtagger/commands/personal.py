@@ -24,8 +24,8 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
     """
     from pathlib import Path
 
-    from libtagger.evaluate import plot_confusion
-    from libtagger.personal import learn as run_learn
+    from libtagger.analysis.evaluate import plot_confusion
+    from libtagger.library.personal import learn as run_learn
 
     config = config_for(ctx)
     library = library_for(ctx, config)
@@ -67,7 +67,7 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
 @click.pass_context
 def similar(ctx: click.Context, path: str, count: int, fmt: str) -> None:
     """The tracks that sound most like PATH (cosine similarity of CNN embeddings)."""
-    from libtagger.similar import neighbour_rows, similar_tracks, write_neighbours
+    from libtagger.library.similar import neighbour_rows, similar_tracks, write_neighbours
 
     config = config_for(ctx)
     rows = neighbour_rows(similar_tracks(library_for(ctx, config), path, count))

@@ -20,7 +20,7 @@ from libtagger.errors import display_path
 @click.pass_context
 def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling: bool) -> None:
     """Watch music folders and tag new and changed tracks as they arrive (the service)."""
-    from libtagger.watch import run_daemon
+    from libtagger.service.watch import run_daemon
 
     setup_logging(logging.INFO, ctx.obj["verbose"])
     config = config_for(ctx)
@@ -38,7 +38,7 @@ def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """What the watch daemon is doing: queue, work in hand, failures, last reconcile."""
-    from libtagger.report import daemon_status
+    from libtagger.query.report import daemon_status
 
     config = config_for(ctx)
     report = daemon_status(library_for(ctx, config))

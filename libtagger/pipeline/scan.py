@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 import mutagen
 from sqlalchemy import or_, select, update
 
-from libtagger.audio import AUDIO_EXTENSIONS, AudioFile, FrontEnd
-from libtagger.classify import Classifier, init_worker, worker_classifier
+from libtagger.analysis.audio import AUDIO_EXTENSIONS, AudioFile, FrontEnd
+from libtagger.analysis.classify import Classifier, init_worker, worker_classifier
 from libtagger.config import Config
-from libtagger.db import Library, Run, Track, under_path, utcnow
+from libtagger.library.db import Library, Run, Track, under_path, utcnow
 from libtagger.errors import FileError
-from libtagger.pipeline import Analysis, Outcome, analyse, genres_to_write, record
-from libtagger.pipeline import reconcile_planned_writes
-from libtagger.personal import PersonalHead, active_head
-from libtagger.safewrite import is_temp_file, remove_stale_temp_files
-from libtagger.tags import plan_genres, read_genres
+from libtagger.pipeline.track import Analysis, Outcome, analyse, genres_to_write, record
+from libtagger.pipeline.track import reconcile_planned_writes
+from libtagger.analysis.head import PersonalHead
+from libtagger.library.personal import active_head
+from libtagger.library.safewrite import is_temp_file, remove_stale_temp_files
+from libtagger.library.tags import plan_genres, read_genres
 
 # Endings that are never audio: skipped without opening them.
 NOT_AUDIO = frozenset(

@@ -35,7 +35,7 @@ Fields:
     When the track was added, last changed, or classified.
 
 Numbers, durations and times take comparisons and ranges (``>0.6``, ``..4:05``, ``14d..7d``);
-:mod:`libtagger.values` lists their forms and reads them.
+:mod:`libtagger.query.values` lists their forms and reads them.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
-from libtagger import values
-from libtagger.db import Classification, FilePath, GenreRow, Track, under_path
+from libtagger.query import values
+from libtagger.library.db import Classification, FilePath, GenreRow, Track, under_path
 from libtagger.errors import LibtaggerError
-from libtagger.vote import normalise_genre
+from libtagger.analysis.vote import normalise_genre
 
 ORDERINGS = ("path", "score", "added", "classified", "genre")
 

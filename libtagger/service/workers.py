@@ -7,11 +7,12 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 
-from libtagger.classify import init_worker, worker_classifier
+from libtagger.analysis.classify import init_worker, worker_classifier
 from libtagger.config import Config
-from libtagger.db import Library
-from libtagger.personal import PersonalHead, active_head
-from libtagger.pipeline import Analysis, analyse
+from libtagger.library.db import Library
+from libtagger.analysis.head import PersonalHead
+from libtagger.library.personal import active_head
+from libtagger.pipeline.track import Analysis, analyse
 
 
 def start_workers(config: Config, library: Library, jobs: int) -> ProcessPoolExecutor:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from libtagger.db import Job, Library, utcnow
+from libtagger.library.db import Job, Library, utcnow
 
 KINDS = ("file", "move", "gone", "folder")
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from libtagger.audio import AudioFile, Window
+from libtagger.analysis.audio import AudioFile, Window
 from libtagger.config import Config
 from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError, display_path
-from libtagger.model import Model
-from libtagger.vote import GenreScore, Vocabulary, vote
+from libtagger.analysis.model import Model
+from libtagger.analysis.vote import GenreScore, Vocabulary, vote
 
 if TYPE_CHECKING:
-    from libtagger.personal import PersonalHead
+    from libtagger.analysis.head import PersonalHead
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import IO, Any
 import numpy as np
 from sqlalchemy import Connection, Select, func, select
 
-from libtagger.db import Classification, GenreRow, Library, Track
+from libtagger.library.db import Classification, GenreRow, Library, Track
 from libtagger.errors import LibtaggerError, display_path
-from libtagger.listing import write_rows, write_table
-from libtagger.vote import GenreScore
+from libtagger.query.listing import write_rows, write_table
+from libtagger.analysis.vote import GenreScore
 
 OUTPUT_FORMATS = ("table", "json")
 TABLE_COLUMNS = ("path", "similarity", "genre", "score", "confidence")

@@ -3,7 +3,7 @@
 ``analyse`` is pure CPU work with no side effects, run in worker processes. ``record`` stores
 the result and the track's new status in one transaction and, when a tag is to be written,
 records the planned write in that same transaction. ``apply_tag_write`` then changes the file
-(atomically, see :mod:`libtagger.tags`) and marks the write done. A kill between the two leaves
+(atomically, see :mod:`libtagger.library.tags`) and marks the write done. A kill between the two leaves
 a ``planned`` row that :func:`reconcile_planned_writes` settles on the next start by reading
 the file: so no write is lost, and none is made twice.
 """
@@ -19,13 +19,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libtagger.audio import AudioFile
-from libtagger.classify import Classifier, Failure, TrackResult, classify_or_fail
+from libtagger.analysis.audio import AudioFile
+from libtagger.analysis.classify import Classifier, Failure, TrackResult, classify_or_fail
 from libtagger.config import Config, TagConfig
-from libtagger.db import Classification, GenreRow, Library, TagWrite, Track, utcnow
+from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, utcnow
 from libtagger.errors import FileError, display_path
-from libtagger.tags import plan_genres, read_genres, write_genres
-from libtagger.vote import normalise_genre
+from libtagger.library.tags import plan_genres, read_genres, write_genres
+from libtagger.analysis.vote import normalise_genre
 
 log = logging.getLogger(__name__)
 

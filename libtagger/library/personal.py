@@ -33,19 +33,15 @@ import numpy as np
 from sqlalchemy import select, update
 
 from libtagger.config import Config
-from libtagger.db import Head, Library, TagWrite, Track, utcnow
-from libtagger.errors import FileError, LibtaggerError
-from libtagger.evaluate import Evaluation, score_predictions
-from libtagger.tags import read_genres
-from libtagger.vote import GenreScore, normalise_genre
+from libtagger.library.db import Head, Library, TagWrite, Track, utcnow
+from libtagger.analysis.head import PersonalHead
+from libtagger.errors import FileError, LearnError, LibtaggerError
+from libtagger.analysis.evaluate import Evaluation, score_predictions
+from libtagger.library.tags import read_genres
+from libtagger.analysis.vote import GenreScore, normalise_genre
 
-HEAD_FORMAT = 1
 # A track needs at least this many windows to be a training example.
 MIN_WINDOWS = 1
-
-
-class LearnError(LibtaggerError):
-    """Not enough tagged tracks to learn from, or no usable head."""
 
 
 def genre_key(name: str, aliases: dict[str, str] | None = None) -> str:
@@ -113,65 +109,6 @@ def harvest(library: Library, config: Config, roots: list[str] | None = None) ->
                                    genre_key(genres[0], aliases), matrix,
                                    [g.genre for g in found.genres]))
     return out
-
-
-@dataclass
-class PersonalHead:
-    """A trained head: standardisation and a linear layer over window embeddings."""
-
-    genres: list[str]
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
-    model: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def window_probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """Genre probabilities [windows, genres] (numpy only: no scikit-learn at run time)."""
-        z = (np.asarray(embeddings, dtype=np.float32) - self.mean) / self.scale
-        logits = z @ self.coef.T + self.intercept
-        if self.coef.shape[0] == 1:  # two genres: one logistic output
-            p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
-            return np.stack([1.0 - p, p], axis=1)
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def vote(self, embeddings: np.ndarray, voting: np.ndarray, top_k: int) -> list[GenreScore]:
-        """Track genres from the voting windows: mean probability, and window agreement."""
-        if not voting.any():
-            return []
-        probs = self.window_probabilities(embeddings[voting])
-        track = probs.mean(axis=0)
-        winners = np.bincount(probs.argmax(axis=1), minlength=len(self.genres)) / len(probs)
-        order = np.argsort(-track, kind="stable")[:top_k]
-        return [GenreScore(self.genres[i], round(float(track[i]), 4), round(float(winners[i]), 4))
-                for i in order]
-
-    def save(self, path: Path) -> None:
-        """Write the head as plain arrays in an .npz file."""
-        meta = {**self.meta, "format": HEAD_FORMAT, "model": self.model, "genres": self.genres}
-        with open(path, "wb") as out:
-            np.savez(out, mean=self.mean, scale=self.scale, coef=self.coef,
-                     intercept=self.intercept, meta=np.array(json.dumps(meta)))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PersonalHead:
-        """Read a head written by :meth:`save`.
-
-        Raises:
-            LearnError: the file is missing, damaged or of an unknown format.
-        """
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("format") != HEAD_FORMAT:
-                    raise LearnError(f"{path}: unknown head format {meta.get('format')!r}")
-                return cls(list(meta["genres"]), data["mean"], data["scale"], data["coef"],
-                           data["intercept"], meta["model"], meta)
-        except (OSError, ValueError, KeyError) as exc:
-            raise LearnError(f"cannot read the personal head {path}: {exc}") from exc
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from libtagger.db import Classification, GenreRow, Job, Library, Run, Track, utcnow
-from libtagger.queue import queue_stats
+from libtagger.library.db import Classification, GenreRow, Job, Library, Run, Track, utcnow
+from libtagger.service.queue import queue_stats
 
 # A daemon whose heartbeat is older than this is taken for dead (it beats every 5 s).
 HEARTBEAT_TIMEOUT = 30.0

@@ -16,7 +16,7 @@ Every reader takes the value as written and the time the query is made (aware; o
 it) and returns what the field's test compares with: :class:`Bounds` for numbers, durations and
 times, a pattern for genre names, a path, a word. Times come out as naive UTC, the way the
 database stores them. A reader raises ValueError whose message is what was expected instead
-("a duration like 245, 90s, …"); :mod:`libtagger.query` turns it into a message naming the term.
+("a duration like 245, 90s, …"); :mod:`libtagger.query.language` turns it into a message naming the term.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from libtagger.vote import normalise_genre
+from libtagger.analysis.vote import normalise_genre
 
 STATUSES = ("pending", "done", "failed", "missing")
 

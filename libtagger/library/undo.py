@@ -14,11 +14,11 @@ from datetime import datetime
 from sqlalchemy import select
 
 from libtagger.config import Config
-from libtagger.db import Library, TagWrite, Track
+from libtagger.library.db import Library, TagWrite, Track
 from libtagger.errors import FileError
-from libtagger.pipeline import apply_tag_write
-from libtagger.tags import read_genres
-from libtagger.vote import normalise_genre
+from libtagger.pipeline.track import apply_tag_write
+from libtagger.library.tags import read_genres
+from libtagger.analysis.vote import normalise_genre
 
 
 @dataclass(frozen=True)

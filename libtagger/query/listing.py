@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from libtagger.db import Track
+from libtagger.library.db import Track
 from libtagger.errors import display_path
-from libtagger.query import QueryError
+from libtagger.query.language import QueryError
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 TABLE_COLUMNS = ("path", "genre", "score", "confidence", "status")

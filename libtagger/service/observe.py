@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from libtagger.audio import AUDIO_EXTENSIONS
+from libtagger.analysis.audio import AUDIO_EXTENSIONS
 from libtagger.config import WatchConfig
-from libtagger.db import Library
-from libtagger.queue import enqueue
-from libtagger.safewrite import is_temp_file
-from libtagger.scan import NOT_AUDIO
+from libtagger.library.db import Library
+from libtagger.service.queue import enqueue
+from libtagger.library.safewrite import is_temp_file
+from libtagger.pipeline.scan import NOT_AUDIO
 
 # The daemon's own log name: its lines, observers included, stay under one name.
-log = logging.getLogger("libtagger.watch")
+log = logging.getLogger("libtagger.service.watch")
 
 INOTIFY_HELP = (
     "the inotify watch limit is reached (fs.inotify.max_user_watches, one watch per folder); "

@@ -208,7 +208,7 @@ class TagWrite(Base):
 
 
 class Job(Base):
-    """One piece of work for the watch daemon, claimed with a lease (see ``libtagger.queue``)."""
+    """One piece of work for the watch daemon, claimed with a lease (see ``libtagger.service.queue``)."""
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state_not_before", "state", "not_before"),)

@@ -2,7 +2,7 @@
 
 Each tag family (ID3, Vorbis comments, MP4 atoms) is a small class that declares the mutagen
 file types it covers and how it keeps genres; nothing else branches on the format. mutagen edits
-files in place, so a write edits a copy and lets :mod:`libtagger.safewrite` put it in place of
+files in place, so a write edits a copy and lets :mod:`libtagger.library.safewrite` put it in place of
 the file: a crash, a full disk or a kill -9 leaves either the old file or the new one.
 """
 
@@ -27,8 +27,8 @@ from mutagen.wave import WAVE
 
 from libtagger.config import TAG_POLICIES, TagConfig
 from libtagger.errors import DecodeError, FileError, TagWriteError
-from libtagger.safewrite import StrPath, failure_reason, locked_original, replace_with_edited_copy
-from libtagger.vote import normalise_genre
+from libtagger.library.safewrite import StrPath, failure_reason, locked_original, replace_with_edited_copy
+from libtagger.analysis.vote import normalise_genre
 
 log = logging.getLogger(__name__)
 

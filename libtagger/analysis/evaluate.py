@@ -2,7 +2,7 @@
 
 Accuracy, per-genre precision/recall/F1 (scikit-learn) and a confusion matrix, written as
 JSON and drawn as a PNG (matplotlib). Genre names are compared after
-:func:`~libtagger.vote.normalise_genre`, so a folder named ``hiphop`` matches ``Hip-Hop``.
+:func:`~libtagger.analysis.vote.normalise_genre`, so a folder named ``hiphop`` matches ``Hip-Hop``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from libtagger.audio import find_audio
-from libtagger.classify import Failure, TrackResult
-from libtagger.vote import normalise_genre
+from libtagger.analysis.audio import find_audio
+from libtagger.analysis.classify import Failure, TrackResult
+from libtagger.analysis.vote import normalise_genre
 
 def labelled_files(root: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """(path, genre folder name) for every audio file in ``root/<genre>/…``."""

@@ -12,8 +12,8 @@ Three kinds of thread, one writer:
 SIGTERM/SIGINT stop it cleanly (jobs in hand are finished or put back), SIGHUP reloads the
 configuration. Under systemd it speaks the notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 
-The observers live in ``libtagger.observe``, the worker processes in ``libtagger.workers``, and
-what a deleted or moved file does to the database in ``libtagger.moves``.
+The observers live in ``libtagger.service.observe``, the worker processes in ``libtagger.service.workers``, and
+what a deleted or moved file does to the database in ``libtagger.library.moves``.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from typing import Any
 from sqlalchemy import select
 
 from libtagger.config import Config, load_config
-from libtagger.db import Library, Run, Track, utcnow
+from libtagger.library.db import Library, Run, Track, utcnow
 from libtagger.errors import LibtaggerError, display_path
-from libtagger.moves import mark_missing, move_tracks
-from libtagger.observe import RootWatch
-from libtagger.pipeline import Analysis, record, reconcile_planned_writes
-from libtagger.queue import (
+from libtagger.library.moves import mark_missing, move_tracks
+from libtagger.service.observe import RootWatch
+from libtagger.pipeline.track import Analysis, record, reconcile_planned_writes
+from libtagger.service.queue import (
     ClaimedJob,
     claim,
     enqueue,
@@ -53,9 +53,9 @@ from libtagger.queue import (
     requeue_claimed,
     retry_failed,
 )
-from libtagger.scan import ScanSummary, plan_scan
-from libtagger.systemd import Notifier
-from libtagger.workers import analyse_in_worker, start_workers, stop_workers
+from libtagger.pipeline.scan import ScanSummary, plan_scan
+from libtagger.service.systemd import Notifier
+from libtagger.service.workers import analyse_in_worker, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
 

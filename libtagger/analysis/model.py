@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from libtagger.audio import FrontEnd
+from libtagger.analysis.audio import FrontEnd
 from libtagger.errors import ModelError
 
 MODELS_PACKAGE = "libtagger.models"

@@ -6,7 +6,7 @@ import os
 
 from sqlalchemy import select, update
 
-from libtagger.db import Library, Track, under_path, utcnow
+from libtagger.library.db import Library, Track, under_path, utcnow
 
 
 def mark_missing(library: Library, path: str) -> int:

@@ -1,0 +1,1 @@
+"""What a recording sounds like: decode, front-ends, the CNNs, the vote. No database, no files written."""

@@ -1,0 +1,1 @@
+"""Answers about the library: the query language, listings, statistics."""

@@ -1,0 +1,1 @@
+"""``libtagger watch``: file events, the job queue, the worker pool, systemd."""
