@@ -289,7 +289,8 @@ def make_tracks(folder: Path, count: int, seconds: float, jobs: int) -> list[Pat
 def run_variant(variant: str, files: list[str], jobs: int) -> dict[str, Any]:
     """Classify ``files`` the way ``variant`` does and return timings and peak memory."""
     from libtagger.analysis.audio import AudioFile
-    from libtagger.analysis.classify import Classifier, Failure, TrackResult, classify_many
+    from libtagger.analysis.classify import Classifier, Failure, TrackResult
+    from libtagger.pipeline.batch import classify_many
     from libtagger.config import Config
 
     config = Config()

@@ -104,7 +104,8 @@ def classify(
     top: int | None,
 ) -> None:
     """Print the genres of audio files (folders are searched for audio)."""
-    from libtagger.analysis.classify import Failure, classify_many
+    from libtagger.analysis.classify import Failure
+    from libtagger.pipeline.batch import classify_many
 
     config = config_for(ctx, models, top)
     files = _expand(paths)
@@ -145,7 +146,7 @@ def evaluate(
     ctx: click.Context, directory: str, out_dir: str, jobs: int | None, models: tuple[str, ...]
 ) -> None:
     """Measure accuracy on DIRECTORY/<genre>/<file> (folder names are the truth)."""
-    from libtagger.analysis.classify import classify_many
+    from libtagger.pipeline.batch import classify_many
     from libtagger.analysis.evaluate import evaluate as run_evaluation
     from libtagger.analysis.evaluate import labelled_files, write_reports
 

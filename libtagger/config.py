@@ -85,6 +85,8 @@ class LibraryConfig:
     """Music folders scanned and watched when no folder is given on the command line."""
     jobs: int = 0
     """Worker processes (0: one per core)."""
+    settle_seconds: float = 10.0
+    """A file modified more recently than this is left for later (it may still be copying)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,21 @@ class TagConfig:
 
 
 TAG_POLICIES = ("fill_empty", "replace", "append")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one file may cost before it is given up (it costs only itself)."""
+
+    seconds_per_file: float = 120.0
+    """Wall-clock budget of one file's analysis; past it the worker is killed and replaced.
+    A normal track takes under a second; a mix of an hour or more may need a larger budget."""
+    memory_mb: int = 2048
+    """Address-space cap of each worker process (0: none). The models take about 800 MB."""
+    max_tag_mb: int = 16
+    """Tags (ID3, Vorbis comments, MP4 metadata) larger than this are refused unread."""
+    max_tag_items: int = 10_000
+    """Tags with more frames, comments or boxes than this are refused unread."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,7 @@ class Config:
     tags: TagConfig = field(default_factory=TagConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     personal: PersonalConfig = field(default_factory=PersonalConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
     """(canonical genre, model tags) pairs, in the order ties are broken."""
     source: str | None = None
@@ -220,7 +238,8 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         ConfigError: unknown key or wrong type; the message names the key.
     """
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"library", "classifier", "tags", "watch", "personal", "genres"}
+    unknown = set(data) - {"library", "classifier", "tags", "watch", "personal", "limits",
+                          "genres"}
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
     library = _section(LibraryConfig, data.get("library", {}), "library", where)
@@ -238,11 +257,17 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
     if watch.max_attempts < 1:
         raise ConfigError(f"{where}watch.max_attempts must be at least 1")
     personal = _personal(data.get("personal", {}), where)
+    limits = _section(LimitsConfig, data.get("limits", {}), "limits", where)
+    if limits.seconds_per_file <= 0 or limits.memory_mb < 0 or limits.max_tag_mb < 1 \
+            or limits.max_tag_items < 1:
+        raise ConfigError(f"{where}[limits] values must be positive (memory_mb may be 0)")
+    if library.settle_seconds < 0:
+        raise ConfigError(f"{where}library.settle_seconds must be 0 or more")
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
     return Config(library=library, classifier=classifier, tags=tags, watch=watch,
-                  personal=personal, genres=genres, source=source)
+                  personal=personal, limits=limits, genres=genres, source=source)
 
 
 def _section(cls: type, raw: Any, name: str, where: str) -> Any:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
+
+TRANSIENT_ERRNOS = frozenset({errno.EPERM, errno.ENOENT, errno.EAGAIN, errno.EACCES, errno.EBUSY,
+                              errno.ENOSPC, errno.ESTALE, errno.EDQUOT, errno.EIO})
+"""OS errors whose cause lies outside the file and may go away: worth a retry later."""
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -34,10 +39,12 @@ class LearnError(LibtaggerError):
 class FileError(LibtaggerError):
     """Something is wrong with one file; the run goes on with the others."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str, transient: bool = False) -> None:
         super().__init__(f"{display_path(path)}: {reason}")
         self.path = os.fspath(path)
         self.reason = reason
+        self.transient = transient
+        """The cause lies outside the file (busy, permissions, a vanished folder): retry."""
 
 
 class DecodeError(FileError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,22 @@ from libtagger.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def settled_immediately(tmp_path_factory):
+    """Tests make files and scan them at once; in a real library they are old. The settle
+    rule (a file modified in the last seconds is left for later) has tests of its own, which
+    pass their own configuration; every other command reads this one."""
+    config = tmp_path_factory.mktemp("config") / "config.toml"
+    config.write_text("[library]\nsettle_seconds = 0.0\n")
+    previous = os.environ.get("LIBTAGGER_CONFIG")
+    os.environ["LIBTAGGER_CONFIG"] = str(config)
+    yield config
+    if previous is None:
+        os.environ.pop("LIBTAGGER_CONFIG", None)
+    else:
+        os.environ["LIBTAGGER_CONFIG"] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -138,7 +138,7 @@ def test_evaluate_writes_metrics_json_and_png(runner, tmp_path):
 
 
 def test_evaluate_folder_matching_is_normalised(runner, tmp_path):
-    from libtagger.analysis.classify import classify_many
+    from libtagger.pipeline.batch import classify_many
     from libtagger.config import Config
     from libtagger.analysis.evaluate import evaluate, labelled_files
 

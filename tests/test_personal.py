@@ -81,7 +81,7 @@ def trained(tmp_path_factory) -> dict:
         fresh[genre] = audiogen.write(incoming / genre / "new.flac", make(100 * f + 50),
                                       rate=RATE)
     config = base / "config.toml"
-    config.write_text("[personal]\nmin_tracks = 4\n")
+    config.write_text("[library]\nsettle_seconds = 0\n[personal]\nmin_tracks = 4\n")
     db = base / "lib.db"
     runner = CliRunner()
     scan = runner.invoke(main, ["--config", str(config), "--db", str(db), "scan", "--jobs", "1",
@@ -179,7 +179,7 @@ def test_scan_writes_your_genres_and_evaluate_uses_the_head(trained):
 
 def test_below_the_gate_a_track_is_unknown_and_nothing_is_written(trained, tmp_path):
     config = tmp_path / "strict.toml"
-    config.write_text("[personal]\nmin_tracks = 4\nmin_probability = 1.0\n")
+    config.write_text("[library]\nsettle_seconds = 0\n[personal]\nmin_tracks = 4\nmin_probability = 1.0\n")
     probe = audiogen.write(tmp_path / "probe.flac", bells(999), rate=RATE)
     result = CliRunner().invoke(main, ["--config", str(config), "--db", str(trained["db"]),
                                        "scan", "--jobs", "1", str(tmp_path)])

@@ -182,11 +182,19 @@ def test_dry_run_and_no_write_change_no_file(tmp_library, tmp_path):
     files = {p: p.read_bytes() for p in tmp_library.rglob("*.*") if p.suffix != ".jpg"}
     db = tmp_path / "lib.db"
     code, out, _ = scan(db, "--dry-run", str(tmp_library))
-    assert code == 0 and "would write 7 tags" in out and out.count(" -> ") == 7
-    assert count(db, Track) == 0
+    assert code == 0 and "would write 7 tags" in out and out.count("; would write ") == 7
+    assert not db.exists()  # a dry run touches nothing, not even the database
+    code, out, _ = scan(db, "--dry-run", "--no-write", str(tmp_library))
+    assert out.count("would store only") == 7 and not db.exists()
     code, out, _ = scan(db, "--no-write", str(tmp_library))
     assert code == 0 and "wrote 0 tags" in out and count(db, Track) == 7
     assert {p: p.read_bytes() for p in files} == files
+    # On an existing database the dry run says what a real run would do, and agrees with it.
+    before = db.read_bytes()
+    code, out, _ = scan(db, "--dry-run", "--force", str(tmp_library))
+    assert "would write 7 tags" in out and db.read_bytes() == before
+    code, out, _ = scan(db, "--force", str(tmp_library))
+    assert "wrote 7 tags" in out
 
 
 def test_bad_and_read_only_files_are_reported_and_the_scan_goes_on(tmp_library, tmp_path):
@@ -200,16 +208,20 @@ def test_bad_and_read_only_files_are_reported_and_the_scan_goes_on(tmp_library, 
     assert code == 1
     assert "empty.mp3: empty file (0 bytes)" in err
     assert "noise.flac" in err
-    assert f"{locked}: tag not written: " in err and "read-only" in err
+    assert f"later: {locked}: read-only file" in err and "1 left for the next run" in out
     assert locked.read_bytes() == original
     found = tracks(db)
     assert found[str(tmp_library / "empty.mp3")].status == "failed"
     assert found[str(tmp_library / "empty.mp3")].last_error == "empty file (0 bytes)"
     assert found[str(locked)].status == "done"  # classified and stored, just not written
     assert sum(t.status == "done" for t in found.values()) == 7
-    # Failed files are not retried while unchanged.
+    # Bad files are not retried while unchanged; a read-only file is, once it is writable
+    # again (regression: it stayed untagged for good), without being classified again.
     _, out, _ = scan(db, str(tmp_library))
-    assert "classified 0" in out
+    assert "classified 0" in out and locked.read_bytes() == original
+    locked.chmod(0o644)
+    _, out, _ = scan(db, str(tmp_library))
+    assert "classified 0" in out and read_genres(locked)
 
 
 def test_audio_found_by_content_without_extension(tmp_path, source_files):

@@ -324,7 +324,7 @@ def test_id3v1_only_file(sources, tmp_path):
     assert raw_genres(path, "mp3") == (3, [["Jazz"]])
 
 
-def test_id3v22_tag_is_converted_since_mutagen_cannot_write_it(sources, tmp_path):
+def test_id3v22_tag_is_refused_since_mutagen_cannot_write_it(sources, tmp_path):
     path = fresh(sources, "mp3", tmp_path)
     mutagen.id3.delete(path)
 
@@ -335,10 +335,27 @@ def test_id3v22_tag_is_converted_since_mutagen_cannot_write_it(sources, tmp_path
     size = bytes((len(frames) >> s) & 0x7F for s in (21, 14, 7, 0))
     path.write_bytes(b"ID3\x02\x00\x00" + size + frames + path.read_bytes())
     assert read_genres(path) == ["Rock"]
-    write_genres(path, ["Jazz"], CONFIG)
-    tags = ID3(path)
-    assert tags.version == (2, 3, 0) and str(tags["TIT2"]) == "Old Title"
-    assert read_genres(path) == ["Jazz"]
+    before = path.read_bytes()
+    # Saving would convert every frame to v2.3 (regression: it did, silently): refused.
+    with pytest.raises(TagWriteError, match="ID3v2.2 tag"):
+        write_genres(path, ["Jazz"], CONFIG)
+    assert path.read_bytes() == before and ID3(path).version == (2, 2, 0)
+
+
+def test_an_id3v24_footer_tag_is_refused_untouched(sources, tmp_path):
+    # A v2.4 tag with a footer ("3DI") after it: mutagen rewrites the tag but leaves the old
+    # footer in the audio stream, so the audio bytes would change (regression: they did).
+    path = fresh(sources, "mp3", tmp_path)
+    mutagen.id3.delete(path)
+    text = b"\x03Old Title"
+    frames = b"TIT2" + bytes((len(text) >> s) & 0x7F for s in (21, 14, 7, 0)) + b"\0\0" + text
+    size = bytes((len(frames) >> s) & 0x7F for s in (21, 14, 7, 0))
+    header = b"ID3\x04\x00\x10" + size
+    path.write_bytes(header + frames + b"3DI" + header[3:] + path.read_bytes())
+    before = path.read_bytes()
+    with pytest.raises(TagWriteError, match="audio bytes would differ"):
+        write_genres(path, ["Jazz"], CONFIG)
+    assert path.read_bytes() == before
 
 
 # --- policies, counts and our score ----------------------------------------------------------

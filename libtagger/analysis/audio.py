@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import av
-import librosa
 import numpy as np
 
-from libtagger.errors import DecodeError
+from libtagger.config import LimitsConfig
+from libtagger.errors import TRANSIENT_ERRNOS, DecodeError
 
 # File name endings treated as audio when walking a folder.
 AUDIO_EXTENSIONS = frozenset(
@@ -67,6 +68,8 @@ class FrontEnd:
     @cached_property
     def mel_basis(self) -> np.ndarray:
         """Slaney-style mel filterbank, librosa's defaults, [n_mels, 1 + n_fft // 2]."""
+        import librosa  # imported here: reading and writing tags never needs it (1 s to load)
+
         return librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
 
     def log_mel(self, windows: np.ndarray) -> np.ndarray:
@@ -76,6 +79,8 @@ class FrontEnd:
         float32: ``10000 * mel`` in float16 overflows to inf for loud audio.
         """
         windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
+        import librosa
+
         spectrum = librosa.stft(
             windows, n_fft=self.n_fft, hop_length=self.hop_length, center=False
         )
@@ -136,22 +141,23 @@ class AudioFile:
         DecodeError: the file cannot be opened, is empty, or holds no decodable audio.
     """
 
-    def __init__(self, path: str | os.PathLike[str], frontend: FrontEnd) -> None:
+    def __init__(self, path: str | os.PathLike[str], frontend: FrontEnd,
+                 limits: LimitsConfig | None = None) -> None:
         self.path = os.fspath(path)
         self.frontend = frontend
         self.decode_errors = 0
         self.decoded_seconds = 0.0
         """Seconds of audio :meth:`iter_windows` decoded (the true length of a full read)."""
         self._first_error: str | None = None
+        self._file: io.BufferedReader = open_regular(self.path)
         try:
-            self._file: io.BufferedReader = open(self.path, "rb")  # noqa: SIM115
-        except IsADirectoryError:
-            raise DecodeError(path, "is a directory, not an audio file") from None
-        except OSError as exc:
-            raise DecodeError(path, f"cannot open: {exc.strerror or exc}") from exc
-        try:
-            if os.fstat(self._file.fileno()).st_size == 0:
+            size = os.fstat(self._file.fileno()).st_size
+            if size == 0:
                 raise DecodeError(path, "empty file (0 bytes)")
+            refusal = check_tags(self._file, size, limits or LimitsConfig())
+            if refusal:
+                raise DecodeError(path, f"refused unread: {refusal}")
+            self._file.seek(0)
             try:
                 self._container = av.open(self._file, mode="r", metadata_errors="ignore")
             except (av.FFmpegError, ValueError, OSError) as exc:
@@ -354,6 +360,40 @@ class AudioFile:
                 samples = np.concatenate(pieces)[: fe.window_samples]
                 windows.append(Window(actual_start, samples))
         return windows
+
+
+def open_regular(path: str | os.PathLike[str]) -> io.BufferedReader:
+    """Open a file for reading only if it is a regular file: a FIFO or device never blocks us.
+
+    Raises:
+        DecodeError: not a regular file, or it cannot be opened (``transient`` when the cause
+            may go away: permissions, a vanished folder).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except IsADirectoryError:
+        raise DecodeError(path, "is a directory, not an audio file") from None
+    except OSError as exc:
+        raise DecodeError(path, f"cannot open: {exc.strerror or exc}",
+                          transient=exc.errno in TRANSIENT_ERRNOS) from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "directory" if stat.S_ISDIR(mode) else "FIFO, socket or device"
+        raise DecodeError(path, f"is a {kind}, not an audio file")
+    file = os.fdopen(fd, "rb")
+    file.raw.name = os.fspath(path)  # FFmpeg takes the name as a hint when probing the format
+    return file
+
+
+def check_tags(file: io.BufferedReader, size: int, limits: LimitsConfig) -> str | None:
+    """Why a file's tags are too big or too many to hand to FFmpeg or mutagen, if they are."""
+    from libtagger.analysis.precheck import TagLimits, check_file
+
+    tag_limits = TagLimits(max_tag_bytes=limits.max_tag_mb * 1024 * 1024,
+                           max_frames=limits.max_tag_items, max_atoms=limits.max_tag_items,
+                           max_inflated_bytes=limits.max_tag_mb * 1024 * 1024)
+    return check_file(file, size, tag_limits)
 
 
 def _repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:

@@ -1,15 +1,13 @@
 """Classify one audio file: choose windows, decode them, run the CNNs, vote.
 
 :class:`Classifier` loads the models once and is reused for every file (one per worker
-process). :func:`classify_many` runs a pool of such workers over many files.
+process; ``libtagger.pipeline.batch`` runs many files through isolated workers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -161,15 +159,20 @@ class Classifier:
             needed = settings.windows * self.frontend.window_seconds * FULL_DECODE_FACTOR
             full = timeline or (duration or 0.0) >= settings.timeline_min_duration
             if not full and duration is not None and duration >= needed:
-                windows = audio.read_windows_at(self.window_starts(duration))
-                if len(windows) >= max(1, settings.windows // 2):
+                starts = self.window_starts(duration)
+                windows = audio.read_windows_at(starts)
+                if len(windows) == len(starts):
                     return windows, duration, audio.decode_errors, False
         # Short audio, unknown duration, a timeline, or seeking failed (a truncated file or a
         # broken index): read the whole file from the start.
         with AudioFile(path, self.frontend) as audio:
             windows = list(audio.iter_windows())
             errors = audio.decode_errors
+            header = duration
             duration = audio.decoded_seconds  # read to the end: the true length
+        if header is not None and is_truncated(header, duration):
+            raise DecodeError(path, f"truncated (header {_clock(header)}, audio "
+                                    f"{_clock(duration)})")
         if not full:
             windows = _spread(windows, settings.windows, settings.edge_skip)
         return windows, duration, errors, full
@@ -246,6 +249,30 @@ class Classifier:
         )
 
 
+# A file whose audio ends well before its header says is cut off (an interrupted copy or
+# download): genres of its first part are not the track's, so it is not classified.
+TRUNCATED_SHARE = 0.75
+TRUNCATED_SECONDS = 5.0
+
+
+def is_truncated(header_seconds: float, decoded_seconds: float) -> bool:
+    """Whether decoding ended far short of the duration the container header states.
+
+    VBR files without a seek table carry an estimated duration, off by a few per cent; a cut
+    file is short by a large share, so both a share and an absolute margin must be missed.
+    """
+    missing = header_seconds - decoded_seconds
+    return decoded_seconds < TRUNCATED_SHARE * header_seconds and missing > TRUNCATED_SECONDS
+
+
+def _clock(seconds: float) -> str:
+    """1:05 or 1:02:03."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _spread(windows: list[Window], count: int, edge_skip: float) -> list[Window]:
     """Pick ``count`` windows evenly from the middle of a fully decoded short track."""
     if len(windows) <= count:
@@ -275,27 +302,6 @@ def single_threaded_numerics() -> None:
     threadpool_limits(limits=1)
 
 
-# One Classifier per worker process, built by the pool initialiser.
-_worker: Classifier | None = None
-
-
-def init_worker(config: Config, head: PersonalHead | None = None) -> None:
-    """Pool initialiser: one thread of numerics and one Classifier in this worker process."""
-    global _worker  # noqa: PLW0603 - per-process model cache, set once by the initialiser
-    single_threaded_numerics()
-    _worker = Classifier(config, head)
-
-
-def worker_classifier() -> Classifier:
-    """The Classifier :func:`init_worker` built in this worker process."""
-    assert _worker is not None, "init_worker did not run in this process"
-    return _worker
-
-
-def _classify_in_worker(path: str, timeline: bool) -> TrackResult | Failure:
-    return classify_or_fail(worker_classifier(), path, timeline)
-
-
 def classify_or_fail(classifier: Classifier, path: str, timeline: bool = False) -> TrackResult | Failure:
     """The forgiving wrapper: a :class:`Failure` instead of an exception for a bad file."""
     try:
@@ -309,33 +315,6 @@ def classify_or_fail(classifier: Classifier, path: str, timeline: bool = False) 
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop a 40,000-track run
         log.debug("unexpected error on %s", display_path(path), exc_info=True)
         return Failure(os.fspath(path), f"unexpected error ({type(exc).__name__}: {exc})")
-
-
-def classify_many(
-    paths: Iterable[str],
-    config: Config,
-    jobs: int = 1,
-    timeline: bool = False,
-    head: PersonalHead | None = None,
-) -> Iterator[TrackResult | Failure]:
-    """Classify many files, in order, with ``jobs`` worker processes (1: in this process).
-
-    Raises:
-        ModelError: the models cannot be loaded (before any file is tried).
-    """
-    paths = list(paths)
-    if jobs <= 1 or len(paths) <= 1:
-        classifier = Classifier(config, head)
-        for path in paths:
-            yield classify_or_fail(classifier, path, timeline)
-        return
-    Classifier(config)  # fail fast, in this process, on a model error
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(paths)), initializer=init_worker, initargs=(config, head)
-    ) as pool:
-        futures = [pool.submit(_classify_in_worker, p, timeline) for p in paths]
-        for future in futures:
-            yield future.result()
 
 
 def classify_file(

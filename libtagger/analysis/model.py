@@ -114,6 +114,49 @@ def model_path(name_or_path: str) -> Path:
     return Path(str(shipped))
 
 
+def read_sidecar(path: Path) -> ModelInfo:
+    """The sidecar next to a ``.tflite`` file.
+
+    Raises:
+        ModelError: it is missing or malformed.
+    """
+    sidecar = path.with_suffix(".json")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: sidecar {sidecar.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{sidecar}: unreadable sidecar ({exc})") from exc
+    return ModelInfo.from_sidecar(data, str(sidecar))
+
+
+def check_models(config: Any) -> str:
+    """Check the configured models without loading them (in the main process, before any
+    worker starts): files, sidecars, checksums, a runtime, one front-end. Returns the model
+    set's name.
+
+    Raises:
+        ModelError: a model is unusable.
+    """
+    names = list(config.classifier.models)
+    infos = []
+    for name in names:
+        path = model_path(name)
+        info = read_sidecar(path)
+        if hashlib.sha256(path.read_bytes()).hexdigest() != info.sha256:
+            raise ModelError(f"{path}: checksum does not match its sidecar (damaged file?)")
+        infos.append(info)
+    tflite_runtime()
+    if len({i.frontend for i in infos}) != 1:
+        raise ModelError("the configured models expect different audio front-ends")
+    from libtagger.analysis.vote import Vocabulary
+
+    vocabulary = Vocabulary(dict(config.genres), [i.labels for i in infos])
+    if len(vocabulary.unmapped()) == len(vocabulary.genres):
+        raise ModelError("no genre in [genres] matches any tag of the configured models")
+    return "+".join(i.name for i in infos)
+
+
 @contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2 while the runtime loads: it prints an INFO line from C++."""
@@ -137,14 +180,7 @@ class Model:
 
     def __init__(self, name_or_path: str, threads: int = 1) -> None:
         path = model_path(name_or_path)
-        sidecar = path.with_suffix(".json")
-        try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelError(f"{path}: sidecar {sidecar.name} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{sidecar}: unreadable sidecar ({exc})") from exc
-        self.info = ModelInfo.from_sidecar(data, str(sidecar))
+        self.info = read_sidecar(path)
         content = path.read_bytes()
         if hashlib.sha256(content).hexdigest() != self.info.sha256:
             raise ModelError(f"{path}: checksum does not match its sidecar (damaged file?)")

@@ -78,6 +78,13 @@ def library_for(ctx: click.Context, config):
     return Library(ctx.obj["database"] or config.library.database or None)
 
 
+def existing_library_for(ctx: click.Context, config):
+    """The database if it exists, opened without creating or upgrading it (dry runs)."""
+    from libtagger.library.db import Library
+
+    return Library.existing(ctx.obj["database"] or config.library.database or None)
+
+
 def jobs_for(jobs: int | None, config, n_files: int) -> int:
     """Worker processes: --jobs, else the config's, else one per core (at most one per file)."""
     return jobs or config.library.jobs or default_jobs(n_files)

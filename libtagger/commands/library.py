@@ -13,6 +13,7 @@ import click
 from libtagger.commands.common import (
     EXIT_FILE_FAILURES,
     config_for,
+    existing_library_for,
     format_time,
     jobs_for,
     library_for,
@@ -40,7 +41,7 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
     roots = roots or config.library.roots
     if not roots:
         raise click.UsageError("name a music folder (or set library.roots in the config)")
-    library = library_for(ctx, config)
+    library = existing_library_for(ctx, config) if dry_run else library_for(ctx, config)
     with _ScanProgress() as progress:
         try:
             summary = scan_library(
@@ -52,9 +53,13 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
             sys.exit(130)
     if dry_run:
         for o in summary.outcomes:
-            if o.write == "planned":
-                before = "; ".join(o.before) or "(no genre)"
-                click.echo(f"{display_path(o.path)}: {before} -> {'; '.join(o.after)}")
+            click.echo(f"{display_path(o.path)}: {_would(o)}")
+    for o in summary.outcomes if not dry_run else ():
+        if o.status == "deferred" or o.write == "deferred":
+            click.echo(f"later: {display_path(o.path)}: {o.error or o.write_error}", err=True)
+    for folder, reason in summary.unreadable:
+        click.echo(f"warning: cannot read folder {display_path(folder)}: {reason}; its tracks "
+                   "are kept as they were", err=True)
     _print_summary(summary, dry_run)
     if summary.failed or summary.write_failed:
         sys.exit(EXIT_FILE_FAILURES)
@@ -102,6 +107,25 @@ class _ScanProgress:
         self._progress.__exit__(*exc)
 
 
+def _would(o) -> str:
+    """What a dry run says about one file: what would happen, and why."""
+    if o.status == "failed":
+        return f"would fail: {o.error}"
+    if o.status == "deferred":
+        return f"would wait: {o.error}"
+    genre = ", ".join(o.genres[:3]) or "no genre"
+    reasons = {
+        "planned": lambda: f"would write {'; '.join(o.after)} "
+                           f"(now: {'; '.join(o.before) or 'no genre'})",
+        "kept": lambda: f"would keep {'; '.join(o.before)} (policy)",
+        "gated": lambda: "would not write: below the confidence gate",
+        "none": lambda: "would not write: no genre",
+        "disabled": lambda: "would store only (writing disabled)",
+        "failed": lambda: f"would not write: {o.write_error}",
+    }
+    return f"{genre}; " + reasons.get(o.write, lambda: o.write)()
+
+
 def _print_summary(summary, dry_run: bool) -> None:
     s = summary
     click.echo(
@@ -117,7 +141,12 @@ def _print_summary(summary, dry_run: bool) -> None:
     click.echo(
         f"classified {s.classified}, {wrote}, {s.failed} failed"
         + (f", {s.write_failed} tag writes failed" if s.write_failed else "")
+        + (f", {s.deferred} left for the next run (still being written or busy)"
+           if s.deferred else "")
+        + (f", {len(s.unreadable)} folders unreadable" if s.unreadable else "")
     )
+    if dry_run:
+        click.echo("dry run: nothing was changed, not even the database")
     for path, reason in s.failures:
         click.echo(f"error: {display_path(path)}: {reason}", err=True)
 

@@ -203,6 +203,11 @@ class TagWrite(Base):
     error: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     written_at: Mapped[datetime | None]
+    temp_path: Mapped[str | None] = mapped_column(FilePath)
+    """The temporary copy this write edits, recorded before it is created: the only kind of
+    file libtagger ever removes."""
+    snapshot: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    """The analysed file (device, inode, size, mtime_ns): the write applies only to it."""
 
     track: Mapped[Track] = relationship()
 
@@ -300,11 +305,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    """Start every transaction ourselves: IMMEDIATE for a writing session, so that its reads
+    and writes are one atomic step (pysqlite would begin lazily, at the first write, and a
+    read-then-write could interleave with another writer); DEFERRED for a reader."""
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _sqlite_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # no implicit BEGIN: _sqlite_begin issues it
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite connections get :func:`_sqlite_pragmas`."""
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_autocommit)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -371,12 +390,32 @@ class Library:
             reason = getattr(exc, "orig", None) or exc
             raise DatabaseError(f"cannot open the database {self.url}: {reason}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(sqlite_begin="DEFERRED"),
+                                     expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose work commits as one transaction, or rolls back on error."""
+        """A writing session: one transaction (``BEGIN IMMEDIATE`` on SQLite) that commits,
+        or rolls back on error."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A session that only reads: it never waits for, or blocks, a writer."""
+        with self._readers.begin() as session:
+            yield session
+
+    @classmethod
+    def existing(cls, location: str | os.PathLike[str] | None) -> Library | None:
+        """The database at ``location`` if it exists, opened without creating or upgrading
+        anything (a dry run); None when there is none yet."""
+        text = os.fspath(location) if location else ""
+        if "://" not in text:  # a file path: look, without creating its folder
+            path = Path(text).expanduser() if text else default_database_path()
+            if not path.is_file():
+                return None
+        return cls(location, migrate=False)
 
     def table_names(self) -> list[str]:
         """The tables in the database (for checks and tests)."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from libtagger.errors import TagWriteError
+from libtagger.errors import TRANSIENT_ERRNOS, TagWriteError
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,16 @@ def locked_original(path: StrPath) -> Iterator[tuple[Path, IO[bytes]]]:
             try:
                 fcntl.flock(original.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise TagWriteError(path, "locked by another process; not changed") from None
+                raise TagWriteError(path, "locked by another process; not changed",
+                                    transient=True) from None
             yield target, original
     except OSError as exc:
-        raise TagWriteError(path, failure_reason(exc)) from exc
+        raise TagWriteError(path, failure_reason(exc),
+                            transient=exc.errno in TRANSIENT_ERRNOS) from exc
 
 
 def replace_with_edited_copy(path: StrPath, target: Path, original: IO[bytes],
-                             edit: Callable[[Path], None]) -> None:
+                             edit: Callable[[Path], None], temp: Path | None = None) -> None:
     """Copy the locked original beside it, edit the copy, flush it, rename it over the original.
 
     Until the rename the original is never opened for writing; on any failure the copy is
@@ -72,7 +74,7 @@ def replace_with_edited_copy(path: StrPath, target: Path, original: IO[bytes],
         OSError: copying, flushing or renaming failed.
     """
     before = os.fstat(original.fileno())
-    temp, fd = _create_temp(target)
+    temp, fd = _create_temp(target, temp)
     try:
         original.seek(0)
         with open(fd, "wb", closefd=False) as copy:
@@ -83,7 +85,8 @@ def replace_with_edited_copy(path: StrPath, target: Path, original: IO[bytes],
         now = os.stat(target)
         if (now.st_ino, now.st_size, now.st_mtime_ns) != \
                 (before.st_ino, before.st_size, before.st_mtime_ns):
-            raise TagWriteError(path, "the file changed while we wrote its tags; not changed")
+            raise TagWriteError(path, "the file changed while we wrote its tags; not changed",
+                                transient=True)
         os.replace(temp, target)
     except BaseException:
         _unlink_quietly(temp)
@@ -120,6 +123,15 @@ def is_temp_file(path: StrPath) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+def remove_recorded_temp(path: StrPath) -> bool:
+    """Delete one temporary copy whose name a write recorded before creating it.
+
+    Nothing else is ever removed: a user's file that merely looks like one of our copies is
+    not ours. A copy a running write still holds locked is kept.
+    """
+    return _remove_if_stale(Path(path))
+
+
 def remove_stale_temp_files(folder_or_paths: StrPath | Iterable[StrPath]) -> list[Path]:
     """Delete temporary copies left by interrupted writes; returns the paths removed.
 
@@ -148,20 +160,28 @@ def _check_writable(path: StrPath, target: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise TagWriteError(path, "not a regular file")
     if not st.st_mode & stat.S_IWUSR or not os.access(target, os.W_OK):
-        raise TagWriteError(path, "read-only file (no write permission); not changed")
+        raise TagWriteError(path, "read-only file (no write permission); not changed",
+                            transient=True)
     folder = os.stat(target.parent)
     if not folder.st_mode & stat.S_IWUSR or not os.access(target.parent, os.W_OK | os.X_OK):
-        raise TagWriteError(path, "read-only folder: no safe copy can be made beside the file")
+        raise TagWriteError(path, "read-only folder: no safe copy can be made beside the file",
+                            transient=True)
 
 
-def _create_temp(target: Path) -> tuple[Path, int]:
+def temp_path_for(path: StrPath) -> Path:
+    """The name a write of ``path`` will use for its copy (record it before writing)."""
+    return _temp_path(Path(os.path.realpath(path)))
+
+
+def _create_temp(target: Path, chosen: Path | None = None) -> tuple[Path, int]:
     """A new hidden file beside the target, open and locked for as long as the write lasts.
 
     The lock tells remove_stale_temp_files the copy is alive. A cleaner can only take it in the
     instant between creating and locking; then we see the name gone and try a new one.
     """
-    for _ in range(3):
-        temp = _temp_path(target)
+    # A name recorded by the caller is tried alone: it is the only one a cleanup will remove.
+    names = [chosen] if chosen is not None else [_temp_path(target) for _ in range(3)]
+    for temp in names:
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,6 +8,7 @@ the file: a crash, a full disk or a kill -9 leaves either the old file or the ne
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -25,8 +26,10 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from libtagger.config import TAG_POLICIES, TagConfig
+from libtagger.analysis.audio import AudioFile, FrontEnd, check_tags, open_regular
+from libtagger.config import TAG_POLICIES, LimitsConfig, TagConfig
 from libtagger.errors import DecodeError, FileError, TagWriteError
+from libtagger.library.guards import Snapshot
 from libtagger.library.safewrite import StrPath, failure_reason, locked_original, replace_with_edited_copy
 from libtagger.analysis.vote import normalise_genre
 
@@ -61,6 +64,17 @@ class TagFamily:
     def save(self, audio: Any, config: TagConfig) -> None:
         """Write the edited tags back into the file mutagen loaded."""
         audio.save()
+
+    def refuse(self, audio: Any, path: StrPath) -> None:
+        """Raise TagWriteError when this file's tags cannot be rewritten exactly."""
+
+    def audio_fingerprint(self, path: StrPath, source: StrPath) -> str:
+        """What must be equal before and after a tag write: the compressed audio packets.
+
+        Raises:
+            TagWriteError: the audio cannot be demuxed.
+        """
+        return _audio_hash(path, source)
 
 
 class ID3Genres(TagFamily):
@@ -101,6 +115,12 @@ class ID3Genres(TagFamily):
         if score is not None:
             tags.add(TXXX(encoding=Encoding.LATIN1, desc=SCORE_FIELD, text=[_score_text(score)]))
 
+    def refuse(self, audio: Any, path: StrPath) -> None:
+        tags: ID3 | None = audio.tags
+        if tags is not None and tags.version[:2] == (2, 2):
+            raise TagWriteError(path, "ID3v2.2 tag: mutagen can only save it by converting "
+                                      "every frame to v2.3; not changed")
+
     def save(self, audio: Any, config: TagConfig) -> None:
         # v23_sep=None keeps other frames' multiple values as they were (NUL-separated).
         audio.save(v2_version=self._version(audio.tags, config), v23_sep=None)
@@ -130,6 +150,32 @@ class MP3Genres(ID3Genres):
     """ID3v2 TCON at the start of an MP3; an ID3v1 trailer keeps all but its genre byte."""
 
     kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (MP3,)
+
+    def audio_fingerprint(self, path: StrPath, source: StrPath) -> str:
+        # The packets, and the exact bytes between the ID3v2 tag (with its footer, if any) and
+        # an ID3v1 trailer: a decoder reads the LAME/Xing frame there (gapless trimming), which
+        # a leftover byte would hide without changing any packet.
+        digest = hashlib.sha1(_audio_hash(path, source).encode(), usedforsecurity=False)
+        with open(source, "rb") as file:
+            head = file.read(10)
+            start = 0
+            if len(head) == 10 and head[:3] == b"ID3":
+                size = sum((b & 0x7F) << s for b, s in zip(head[6:10], (21, 14, 7, 0)))
+                start = 10 + size + (10 if head[3] == 4 and head[5] & 0x10 else 0)
+            end = file.seek(0, os.SEEK_END)
+            if end >= 128 + start:
+                file.seek(end - 128)
+                if file.read(3) == b"TAG":
+                    end -= 128
+            file.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                block = file.read(min(remaining, 1 << 20))
+                if not block:
+                    break
+                digest.update(block)
+                remaining -= len(block)
+        return digest.hexdigest()
 
     def save(self, audio: Any, config: TagConfig) -> None:
         # mutagen would rebuild an ID3v1 trailer from the v2 frames, blanking the comment and
@@ -204,7 +250,8 @@ def read_genres(path: StrPath, separator: str = "; ") -> list[str]:
         DecodeError: the file cannot be read, is not a format we tag, or mutagen cannot parse it.
     """
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:
+            _refuse_hostile(path, file)
             kind, family = _detect(path, file)
             return family.genres(_load(path, kind, file, family.read_options), separator)
     except OSError as exc:
@@ -235,13 +282,17 @@ def plan_genres(existing: Sequence[str], ours: Sequence[str], policy: str) -> li
 
 
 def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
-                 score: float | None = None) -> None:
+                 score: float | None = None, temp: StrPath | None = None,
+                 expect: Snapshot | None = None) -> None:
     """Set the file's genres (and our score field if configured), changing nothing else.
 
     The genres are written as given, in order; an empty list removes them. With
     ``config.write_score`` the score field is set, or removed when ``score`` is None. A symlink
     is followed; a hard-linked file becomes a file of its own (the other names keep the old
-    bytes).
+    bytes: the pipeline refuses such files before calling this). ``temp`` names the copy to
+    edit (recorded by the caller before it exists, so only that file is ever cleaned up);
+    ``expect`` refuses a file that is no longer that snapshot. The copy is renamed over the
+    original only if its audio packets hash exactly as the original's.
 
     Raises:
         TagWriteError: the file or its folder is read-only, the file is locked or changed
@@ -253,8 +304,15 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
     if any(not genre or "\0" in genre for genre in wanted):
         raise ValueError(f"genres must be non-empty text without NUL characters: {wanted!r}")
     with locked_original(path) as (target, original):
+        if expect is not None and not expect.same_file(Snapshot.of(os.fstat(original.fileno()))):
+            raise TagWriteError(path, "the file changed since it was analysed; not changed",
+                                transient=True)
+        _refuse_hostile(path, original)
         kind, family = _detect(path, original)
-        info = _load(path, kind, original, family.read_options).info  # garbage fails here
+        loaded = _load(path, kind, original, family.read_options)  # garbage fails here
+        family.refuse(loaded, path)
+        info = loaded.info
+        audio_hash = family.audio_fingerprint(path, target)
 
         def edit(copy: Path) -> None:
             audio = _load(path, kind, copy, family.write_options)
@@ -266,8 +324,12 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
             except Exception as exc:  # mutagen wraps OSError (a full disk) in its own errors
                 raise TagWriteError(path, failure_reason(exc)) from exc
             _check_copy(path, kind, family, copy, wanted, config, info)
+            if family.audio_fingerprint(path, copy) != audio_hash:
+                raise TagWriteError(path, "the audio bytes would differ after saving (a tag "
+                                          "layout mutagen cannot rewrite exactly); not changed")
 
-        replace_with_edited_copy(path, target, original, edit)
+        replace_with_edited_copy(path, target, original, edit,
+                                 Path(temp) if temp is not None else None)
 
 
 def try_write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
@@ -324,6 +386,33 @@ def _check_copy(path: StrPath, kind: type[mutagen.FileType], family: TagFamily, 
                for key in ("sample_rate", "channels"))
     if not same or not math.isclose(audio.info.length, info.length, rel_tol=1e-3, abs_tol=1e-3):
         raise TagWriteError(path, "the audio stream looked different after saving; not changed")
+
+
+def _refuse_hostile(path: StrPath, file: IO[bytes]) -> None:
+    """Refuse, before mutagen parses them, tags that would balloon or hang it (our own
+    bounded header walk: see ``libtagger.analysis.precheck``).
+
+    Raises:
+        DecodeError: the tags are far beyond anything real.
+    """
+    size = os.fstat(file.fileno()).st_size
+    refusal = check_tags(file, size, LimitsConfig())  # type: ignore[arg-type]
+    file.seek(0)
+    if refusal:
+        raise DecodeError(path, f"refused unread: {refusal}")
+
+
+def _audio_hash(path: StrPath, source: StrPath) -> str:
+    """The hash of a file's compressed audio packets (tags excluded).
+
+    Raises:
+        TagWriteError: the audio cannot be demuxed.
+    """
+    try:
+        with AudioFile(source, FrontEnd()) as audio:
+            return audio.stream_hash()
+    except DecodeError as exc:
+        raise TagWriteError(path, f"cannot check the audio ({exc.reason}); not changed") from exc
 
 
 def _cleaned(values: Iterable[str]) -> list[str]:

@@ -7,18 +7,18 @@ a tag write (kind ``undo``), so it is crash-safe the same way and shows up in th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 
+from libtagger.analysis.vote import normalise_genre
 from libtagger.config import Config
 from libtagger.library.db import Library, TagWrite, Track
-from libtagger.errors import FileError
-from libtagger.pipeline.track import apply_tag_write
-from libtagger.library.tags import read_genres
-from libtagger.analysis.vote import normalise_genre
+from libtagger.library.guards import Snapshot
+from libtagger.library.safewrite import temp_path_for
 
 
 @dataclass(frozen=True)
@@ -78,35 +78,51 @@ def undo_writes(
             assert track is not None
             plans.append((track.path, track_id, writes, latest))
 
+    from libtagger.pipeline import worker
+    from libtagger.pipeline.runner import Runner, WorkerDied
+    from libtagger.pipeline.track import apply_tag_write, write_plan
+
     items: list[UndoItem] = []
-    for path, track_id, writes, latest in plans:
-        if latest.id != writes[-1].id:
-            items.append(UndoItem(path, "skipped", [], "written again since by a later run"))
-            continue
-        target = list(writes[0].before)
-        try:
-            current = read_genres(path, config.tags.separator)
-        except FileError as exc:
-            items.append(UndoItem(path, "failed", [], exc.reason))
-            continue
-        if not _same(current, list(latest.after)):
-            items.append(UndoItem(path, "skipped", current, "genre changed since our write"))
-            continue
-        if dry_run:
-            items.append(UndoItem(path, "would-restore", target))
-            continue
-        with library.session() as session:
-            restore = TagWrite(track_id=track_id, kind="undo", path=path, before=current,
-                               after=target, state="planned")
-            session.add(restore)
-            session.flush()
-            restore_id = restore.id
-        state, error, _ = apply_tag_write(library, restore_id, config)
-        if state != "written":
-            items.append(UndoItem(path, "failed", current, error))
-            continue
-        with library.session() as session:
-            for write in writes:
-                session.get(TagWrite, write.id).state = "undone"  # type: ignore[union-attr]
-        items.append(UndoItem(path, "restored", target))
+    if not plans:
+        return items
+    # Reading and writing the files happens in an isolated worker, as in a scan.
+    with Runner(worker.current_genres, 1, config.limits,
+                worker.setup(config, models=False)) as runner:
+        for path, track_id, writes, latest in plans:
+            if latest.id != writes[-1].id:
+                items.append(UndoItem(path, "skipped", [], "written again since by a later run"))
+                continue
+            target = list(writes[0].before)
+            try:
+                snapshot = Snapshot.of(os.stat(path))
+            except OSError as exc:
+                items.append(UndoItem(path, "failed", [], exc.strerror or str(exc)))
+                continue
+            current = runner.outcome(runner.submit(path))
+            if not isinstance(current, list):
+                reason = current.reason if isinstance(current, WorkerDied) else current
+                items.append(UndoItem(path, "failed", [], reason))
+                continue
+            if not _same(current, list(latest.after)):
+                items.append(UndoItem(path, "skipped", current, "genre changed since our write"))
+                continue
+            if dry_run:
+                items.append(UndoItem(path, "would-restore", target))
+                continue
+            with library.session() as session:
+                restore = TagWrite(track_id=track_id, kind="undo", path=path, before=current,
+                                   after=target, state="planned",
+                                   temp_path=str(temp_path_for(path)),
+                                   snapshot=dataclasses.asdict(snapshot))
+                session.add(restore)
+                session.flush()
+                restore_id = restore.id
+            result = apply_tag_write(library, runner, write_plan(library, restore_id))
+            if result.state != "written":
+                items.append(UndoItem(path, "failed", current, result.error))
+                continue
+            with library.session() as session:
+                for write in writes:
+                    session.get(TagWrite, write.id).state = "undone"  # type: ignore[union-attr]
+            items.append(UndoItem(path, "restored", target))
     return items

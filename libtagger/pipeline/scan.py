@@ -1,126 +1,52 @@
 """Walk a library, decide what is new, changed, moved or gone, and process what needs it.
 
 Deciding costs no audio work for unchanged files: a file whose size and mtime match the
-database is skipped on a ``stat`` alone. Only a changed or new file is opened, and then first
-for its identity (a hash of its audio packets), which tells a tag edit or a move from new
-audio. Work to do is marked ``pending`` and committed before any of it starts, so a scan
-killed at any moment resumes where it stopped.
+database is skipped on a ``stat`` alone. Only a changed or new file is opened — in a worker,
+never here — first for its identity (a hash of its audio packets), which tells a tag edit or a
+move from new audio. Work to do is marked ``pending`` and committed before any of it starts,
+so a scan killed at any moment resumes where it stopped. A dry run goes the same way with
+``store=False``: it reads the database if there is one and changes nothing at all.
 """
 
 from __future__ import annotations
 
 import os
-import stat as stat_module
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-import mutagen
 from sqlalchemy import or_, select, update
 
-from libtagger.analysis.audio import AUDIO_EXTENSIONS, AudioFile, FrontEnd
-from libtagger.analysis.classify import Classifier, init_worker, worker_classifier
+from libtagger.analysis.head import PersonalHead
 from libtagger.config import Config
 from libtagger.library.db import Library, Run, Track, under_path, utcnow
-from libtagger.errors import FileError
-from libtagger.pipeline.track import Analysis, Outcome, analyse, genres_to_write, record
-from libtagger.pipeline.track import reconcile_planned_writes
-from libtagger.analysis.head import PersonalHead
-from libtagger.library.personal import active_head
-from libtagger.library.safewrite import is_temp_file, remove_stale_temp_files
-from libtagger.library.tags import plan_genres, read_genres
-
-# Endings that are never audio: skipped without opening them.
-NOT_AUDIO = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".txt", ".nfo", ".cue", ".log",
-     ".m3u", ".m3u8", ".pls", ".pdf", ".db", ".ini", ".json", ".xml", ".html", ".sfv",
-     ".md5", ".accurip", ".lrc", ".url", ".zip", ".rar", ".7z", ".exe", ".dll", ".ds_store"}
+from libtagger.library.guards import Snapshot
+from libtagger.pipeline import worker
+from libtagger.pipeline.runner import Runner, WorkerDied
+from libtagger.pipeline.track import (
+    Analysis,
+    Outcome,
+    TrackRef,
+    apply_tag_write,
+    decide,
+    last_write,
+    reconcile_planned_writes,
+    record,
 )
+from libtagger.pipeline.walk import NOT_AUDIO, FoundFile, Walk, walk_library
+
+__all__ = ["NOT_AUDIO", "ScanSummary", "plan_scan", "scan_library", "walk_library"]
+
+T = TypeVar("T")
+
+# Ids per IN (...) list: far below SQLite's smallest default variable limit (999).
+CHUNK = 500
 
 
-@dataclass(frozen=True)
-class FoundFile:
-    """An audio file found on disk."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-
-def _looks_like_audio(path: str) -> bool:
-    """Content check for a file whose name does not say it is audio (mutagen's sniffing)."""
-    try:
-        return mutagen.File(path) is not None
-    except (mutagen.MutagenError, OSError, ValueError):
-        return False
-
-
-def walk_library(roots: Iterable[str], temp_files: list[str] | None = None) -> Iterator[FoundFile]:
-    """Audio files under ``roots`` (by extension, else by content), in path order.
-
-    Symlinks are never followed: what they point to inside the library is found through its
-    real path, and what lies outside is not ours. Hidden files and folders are skipped, and so
-    are libtagger's own temporary files (collected into ``temp_files`` when given); a folder
-    reached twice (bind mounts) is walked once.
-    """
-    seen_dirs: set[tuple[int, int]] = set()
-    stack = sorted({os.path.realpath(os.path.expanduser(r)) for r in roots}, reverse=True)
-    while stack:
-        folder = stack.pop()
-        if os.path.isfile(folder):  # a single file given as a root (the daemon's file jobs)
-            found = _found_file(folder)
-            if found is not None:
-                yield found
-            continue
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen_dirs:
-                continue
-            seen_dirs.add((st.st_dev, st.st_ino))
-            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
-        except OSError:
-            continue  # unreadable or vanished folder: nothing to find there
-        for entry in entries:
-            name = entry.name
-            if is_temp_file(name):
-                if temp_files is not None:
-                    temp_files.append(entry.path)
-                continue
-            if name.startswith("."):
-                continue
-            try:
-                if entry.is_symlink():
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                ext = os.path.splitext(name)[1].lower()
-                if ext in NOT_AUDIO:
-                    continue
-                if ext not in AUDIO_EXTENSIONS and not _looks_like_audio(entry.path):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat_module.S_ISREG(st.st_mode):
-                yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
-
-
-def _found_file(path: str) -> FoundFile | None:
-    """A single path, if it is a regular file that looks like audio."""
-    name = os.path.basename(path)
-    ext = os.path.splitext(name)[1].lower()
-    if is_temp_file(name) or ext in NOT_AUDIO:
-        return None
-    if ext not in AUDIO_EXTENSIONS and not _looks_like_audio(path):
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return FoundFile(path, st.st_size, st.st_mtime_ns) if stat_module.S_ISREG(st.st_mode) else None
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass
@@ -142,6 +68,10 @@ class ScanSummary:
     """Classified but not written: below the gate, kept by the policy, or writing disabled."""
     failed: int = 0
     write_failed: int = 0
+    deferred: int = 0
+    """Left for the next run: still being written, settling, or a transient error."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """Folders that could not be read; their tracks were not taken for deleted."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
@@ -149,71 +79,55 @@ class ScanSummary:
     def counts(self) -> dict[str, int]:
         """The numeric fields, as stored with the run."""
         keys = ("found", "new", "changed", "moved", "missing", "unchanged", "retouched",
-                "classified", "written", "skipped", "failed", "write_failed")
-        return {k: getattr(self, k) for k in keys}
+                "classified", "written", "skipped", "failed", "write_failed", "deferred")
+        return {k: getattr(self, k) for k in keys} | {"unreadable_folders": len(self.unreadable)}
 
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as (phase, done, total); phases: "walk", "classify"."""
 
-
-def _identity(path: str) -> str | None:
-    try:
-        with AudioFile(path, FrontEnd()) as audio:
-            return audio.stream_hash()
-    except FileError:
-        return None
+Identify = Callable[[list[str]], dict[str, tuple[Snapshot, str] | None]]
+"""Audio hashes of files, computed in workers: path -> (snapshot, identity) or None."""
 
 
-def _any_missing(library: Library) -> bool:
-    with library.session() as session:
-        return session.scalar(
-            select(Track.id).where(Track.status == "missing", Track.identity.is_not(None)).limit(1)
-        ) is not None
-
-
-def _moved_from(library: Library, identity: str, taken: set[int]) -> int | None:
-    """A track with this audio whose file is gone: the source of a move, if there is one."""
-    with library.session() as session:
-        rows = session.execute(
-            select(Track.id, Track.path, Track.status).where(Track.identity == identity)
-        ).all()
-    for row in rows:
-        if row.id not in taken and (row.status == "missing" or not os.path.exists(row.path)):
-            return row.id
-    return None
-
-
-def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSummary,
-              progress: ProgressCallback | None = None, always_hash: bool = False) -> list[int]:
-    """Compare disk and database; apply moves, missing marks and stat updates; return the
-    ids of the tracks to classify (already marked ``pending`` and committed).
-
-    ``always_hash`` looks every new file's audio up among known tracks even when none is
-    missing yet: the daemon's way to follow a move whose delete event it has not handled.
-    """
-    found: dict[str, FoundFile] = {}
-    temp_files: list[str] = []
-    for f in walk_library(roots, temp_files):
-        found[f.path] = f
-        if progress and len(found) % 500 == 0:
-            progress("walk", len(found), 0)
-    summary.found = len(found)
-    if temp_files:  # left by a write that was killed: the originals are intact
-        remove_stale_temp_files(temp_files)
-
-    with library.session() as session:
+def _known(library: Library | None, roots: list[str]) -> dict[str, Any]:
+    if library is None:
+        return {}
+    with library.reader() as session:
         rows = session.execute(
             select(Track.id, Track.path, Track.size, Track.mtime_ns, Track.status, Track.identity)
             .where(or_(*(under_path(Track.path, root) for root in roots)))
         ).all()
-    known = {r.path: r for r in rows}
+    return {r.path: r for r in rows}
 
-    todo: list[int] = []
+
+def _blocked(path: str, folders: list[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSummary,
+              identify: Identify, progress: ProgressCallback | None = None,
+              always_hash: bool = False) -> list[TrackRef]:
+    """Compare disk and database; apply moves, missing marks and stat updates; return the
+    tracks to classify (already marked ``pending`` and committed).
+
+    ``always_hash`` looks every new file's audio up among known tracks even when none is
+    missing yet: the daemon's way to follow a move whose delete event it has not handled.
+    """
+    found, walk = _walk(roots, summary, progress)
+    known = _known(library, roots)
+    unreadable = [folder for folder, _ in walk.unreadable]
+
+    refs: dict[str, TrackRef] = {}
     stat_updates: list[dict[str, int]] = []
     reappeared: list[int] = []
     new_paths = [p for p in found if p not in known]
-    vanished = [r for p, r in known.items() if p not in found and r.status != "missing"]
+    vanished = [r for p, r in known.items() if p not in found and r.status != "missing"
+                and not _blocked(p, unreadable)]
+    changed_known = [p for p, r in known.items() if p in found and not force
+                     and r.status != "pending" and r.identity is not None
+                     and (found[p].size, found[p].mtime_ns) != (r.size, r.mtime_ns)]
+    hashes = identify(changed_known) if changed_known else {}
     for path, row in known.items():
         f = found.get(path)
         if f is None:
@@ -222,14 +136,15 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
         if row.status == "missing":
             reappeared.append(row.id)
         if force or row.status == "pending":
-            todo.append(row.id)
+            refs[path] = TrackRef(path, row.id, f.snapshot)
         elif same_stat:
             summary.unchanged += 1
-        elif row.identity is not None and _identity(path) == row.identity:
+        elif (seen := hashes.get(path)) is not None and seen[1] == row.identity \
+                and seen[0].same_file(f.snapshot):
             stat_updates.append({"id": row.id, "size": f.size, "mtime_ns": f.mtime_ns})
             summary.retouched += 1
         else:
-            todo.append(row.id)
+            refs[path] = TrackRef(path, row.id, f.snapshot)
             summary.changed += 1
 
     # A track whose audio turns up under a new path was moved: follow it. Candidates are the
@@ -237,12 +152,18 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
     # between folders seen as a delete plus a create). Hashing new files costs a read, so it is
     # done only when there is a candidate at all: never on a first scan.
     moves: dict[int, FoundFile] = {}
+    identities: dict[str, str] = {}
     by_identity = {r.identity: r.id for r in vanished if r.identity}
     if new_paths and (by_identity or always_hash or _any_missing(library)):
+        seen_new = identify(new_paths)
         for path in list(new_paths):
-            identity = _identity(path)
-            track_id = by_identity.pop(identity, None) if identity else None
-            if track_id is None and identity:
+            seen = seen_new.get(path)
+            if seen is None or not seen[0].same_file(found[path].snapshot):
+                continue
+            identity = seen[1]
+            identities[path] = identity
+            track_id = by_identity.pop(identity, None)
+            if track_id is None:
                 track_id = _moved_from(library, identity, set(moves))
             if track_id is not None:
                 moves[track_id] = found[path]
@@ -258,9 +179,9 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
                 track.status = "done" if track.classification else "pending"
             track.missing_since = None
         gone = [r.id for r in vanished if r.id not in moves]
-        if gone:
+        for ids in chunks(gone):
             session.execute(
-                update(Track).where(Track.id.in_(gone))
+                update(Track).where(Track.id.in_(ids))
                 .values(status="missing", missing_since=utcnow()),
                 execution_options={"synchronize_session": False},
             )
@@ -270,34 +191,78 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
             assert track is not None
             track.status = "done" if track.classification else "pending"
             track.missing_since = None
-        if stat_updates:
-            for values in stat_updates:
-                session.execute(
-                    update(Track).where(Track.id == values["id"])
-                    .values(size=values["size"], mtime_ns=values["mtime_ns"]),
-                    execution_options={"synchronize_session": False},
-                )
+        for values in stat_updates:
+            session.execute(
+                update(Track).where(Track.id == values["id"])
+                .values(size=values["size"], mtime_ns=values["mtime_ns"]),
+                execution_options={"synchronize_session": False},
+            )
         for path in new_paths:
             f = found[path]
             track = Track(path=f.path, size=f.size, mtime_ns=f.mtime_ns, status="pending")
             session.add(track)
             session.flush()
-            todo.append(track.id)
+            refs[path] = TrackRef(path, track.id, f.snapshot, identities.get(path))
         summary.new = len(new_paths)
-        if todo:
+        todo = [ref.track_id for ref in refs.values()]
+        for ids in chunks(todo):
             session.execute(
-                update(Track).where(Track.id.in_(todo)).values(status="pending"),
+                update(Track).where(Track.id.in_(ids)).values(status="pending"),
                 execution_options={"synchronize_session": False},
             )
-    return todo
+    return sorted(refs.values(), key=lambda r: r.path)
 
 
-def _analyse_in_worker(path: str) -> Analysis:
-    return analyse(worker_classifier(), path)
+def _walk(roots: list[str], summary: ScanSummary,
+          progress: ProgressCallback | None) -> tuple[dict[str, FoundFile], Walk]:
+    found: dict[str, FoundFile] = {}
+    walk = Walk()
+    for f in walk_library(roots, walk):
+        found[f.path] = f
+        if progress and len(found) % 500 == 0:
+            progress("walk", len(found), 0)
+    summary.found = len(found)
+    summary.unreadable = walk.unreadable
+    return found, walk
+
+
+def _any_missing(library: Library) -> bool:
+    with library.reader() as session:
+        return session.scalar(
+            select(Track.id).where(Track.status == "missing", Track.identity.is_not(None)).limit(1)
+        ) is not None
+
+
+def _moved_from(library: Library, identity: str, taken: set[int]) -> int | None:
+    """A track with this audio whose file is gone: the source of a move, if there is one."""
+    with library.reader() as session:
+        rows = session.execute(
+            select(Track.id, Track.path, Track.status).where(Track.identity == identity)
+        ).all()
+    for row in rows:
+        if row.id not in taken and (row.status == "missing" or not os.path.exists(row.path)):
+            return row.id
+    return None
+
+
+def identify_with(runner: Runner[Any, Any]) -> Identify:
+    """An :data:`Identify` that hashes files in the runner's workers."""
+    def identify(paths: list[str]) -> dict[str, tuple[Snapshot, str] | None]:
+        out: dict[str, tuple[Snapshot, str] | None] = {}
+        for path, seen in runner.run(paths, task=worker.identify):
+            out[path] = None if isinstance(seen, WorkerDied) else seen
+        return out
+    return identify
+
+
+def make_runner(config: Config, jobs: int, head: PersonalHead | None = None,
+                models: bool = True) -> Runner[Any, Any]:
+    """The isolated worker pool for ``config`` (models loaded in each worker)."""
+    return Runner(worker.analyse, jobs, config.limits, worker.setup(config, head, models))
 
 
 def scan_library(
-    library: Library,
+    library: Library | None,
     roots: Iterable[str],
     config: Config,
     jobs: int = 1,
@@ -308,142 +273,116 @@ def scan_library(
 ) -> ScanSummary:
     """Scan ``roots``: plan, classify what needs it with ``jobs`` workers, store, write tags.
 
-    ``dry_run`` classifies and reports what would be written, storing and writing nothing.
+    ``dry_run`` analyses and reports what would happen, changing nothing: not a file and not
+    the database (``library`` may then be None: no database yet).
 
     Raises:
         ModelError: the models cannot be loaded.
         DatabaseError: the database cannot be used.
     """
-    roots = [os.path.realpath(os.path.expanduser(r)) for r in roots]
-    summary = ScanSummary()
-    name = Classifier(config).name  # fail fast on a model problem, before touching anything
-    head = active_head(library, name) if config.personal.mode != "off" else None
-    if not dry_run:
-        reconcile_planned_writes(library, config)
-    with library.session() as session:
-        run = Run(kind="scan", roots=roots, counts={})
-        session.add(run)
-        session.flush()
-        summary.run_id = run.id
+    from libtagger.analysis.model import check_models
+    from libtagger.library.personal import active_head
 
-    try:
+    roots = [os.path.realpath(os.path.expanduser(r)) if os.path.isdir(r) else os.path.abspath(r)
+             for r in roots]
+    summary = ScanSummary()
+    name = check_models(config)  # fail fast on a model problem, before touching anything
+    head = None
+    if library is not None and config.personal.mode != "off":
+        head = active_head(library, name)
+    with make_runner(config, jobs, head) as runner:
         if dry_run:
-            todo_paths = _dry_run_paths(library, roots, force, summary)
-        else:
-            todo = plan_scan(library, roots, force, summary, progress)
-            with library.session() as session:
-                rows = session.execute(select(Track.id, Track.path).where(Track.id.in_(todo))).all()
-            todo_paths = {r.path: r.id for r in rows}
-        _process(library, config, todo_paths, jobs, write, dry_run, summary, progress, head)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise
-    finally:
+            _dry_run(library, roots, force, write, config, runner, summary, progress)
+            return summary
+        assert library is not None
+        reconcile_planned_writes(library, runner)
         with library.session() as session:
-            run = session.get(Run, summary.run_id)
-            assert run is not None
-            run.finished_at = utcnow()
-            run.status = "interrupted" if summary.interrupted else "done"
-            run.counts = summary.counts()
+            run = Run(kind="scan", roots=roots, counts={})
+            session.add(run)
+            session.flush()
+            summary.run_id = run.id
+        status = "failed"
+        try:
+            refs = plan_scan(library, roots, force, summary, identify_with(runner), progress)
+            _process(library, runner, config, refs, write, summary, progress)
+            status = "done"
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            status = "interrupted"
+            raise
+        finally:
+            with library.session() as session:
+                run = session.get(Run, summary.run_id)
+                assert run is not None
+                run.finished_at = utcnow()
+                run.status = status
+                run.counts = summary.counts()
     return summary
 
 
-def _dry_run_paths(library: Library, roots: list[str], force: bool,
-                   summary: ScanSummary) -> dict[str, int]:
-    """What a real scan would classify, without changing the database (ids are 0)."""
-    found = {f.path: f for f in walk_library(roots)}
-    summary.found = len(found)
-    with library.session() as session:
-        rows = session.execute(select(Track.path, Track.size, Track.mtime_ns, Track.status)).all()
-    known = {r.path: r for r in rows}
-    todo = {}
-    for path, f in found.items():
-        row = known.get(path)
-        if row is None:
-            summary.new += 1
-            todo[path] = 0
-        elif force or row.status == "pending" or (row.size, row.mtime_ns) != (f.size, f.mtime_ns):
-            summary.changed += row is not None and not force
-            todo[path] = 0
-        else:
-            summary.unchanged += 1
-    return todo
-
-
-def _process(library: Library, config: Config, todo: dict[str, int], jobs: int, write: bool,
-             dry_run: bool, summary: ScanSummary, progress: ProgressCallback | None,
-             head: PersonalHead | None = None) -> None:
-    """Classify the paths in a worker pool; store each result as it arrives."""
-    total = len(todo)
+def _process(library: Library, runner: Runner[Any, Any], config: Config,
+             refs: list[TrackRef], write: bool, summary: ScanSummary,
+             progress: ProgressCallback | None) -> None:
+    """Analyse the tracks in the workers; store each result and apply its write as it comes."""
+    total = len(refs)
     if progress:
         progress("classify", 0, total)
-    if not total:
-        return
-    done = 0
-    for analysis in _analyses(config, list(todo), jobs, head):
-        if dry_run:
-            outcome = _dry_outcome(analysis, config)
-        else:
-            outcome = record(library, todo[analysis.path], analysis, config, summary.run_id, write)
+    for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
+        if isinstance(analysis, WorkerDied):
+            analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
+        outcome, plan = record(library, ref, analysis, config, summary.run_id, write)
+        if plan is not None:
+            result = apply_tag_write(library, runner, plan)
+            outcome.write, outcome.write_error = result.state, result.error
+            if result.state == "written":
+                outcome.after = plan.after
         _count(summary, outcome)
-        done += 1
         if progress:
             progress("classify", done, total)
 
 
-def _analyses(config: Config, paths: list[str], jobs: int,
-              head: PersonalHead | None = None) -> Iterator[Analysis]:
-    """Analyses in completion order; at most 2 × jobs files in flight."""
-    if jobs <= 1:
-        classifier = Classifier(config, head)
-        for path in paths:
-            yield analyse(classifier, path)
-        return
-    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker,
-                             initargs=(config, head)) as pool:
-        pending: set[Future[Analysis]] = set()
-        queue = iter(paths)
-        try:
-            while True:
-                while len(pending) < 2 * jobs:
-                    path = next(queue, None)
-                    if path is None:
-                        break
-                    pending.add(pool.submit(_analyse_in_worker, path))
-                if not pending:
-                    return
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+def _dry_run(library: Library | None, roots: list[str], force: bool, write: bool,
+             config: Config, runner: Runner[Any, Any], summary: ScanSummary,
+             progress: ProgressCallback | None) -> None:
+    """What a real scan would classify and write; the database is only read."""
+    found, _ = _walk(roots, summary, progress)
+    known = _known(library, roots)
+    refs = []
+    for path, f in found.items():
+        row = known.get(path)
+        if row is None:
+            summary.new += 1
+        elif force or row.status == "pending" or (row.size, row.mtime_ns) != (f.size, f.mtime_ns):
+            summary.changed += not force and row.status != "pending"
+        else:
+            summary.unchanged += 1
+            continue
+        refs.append(TrackRef(path, row.id if row else 0, f.snapshot))
+    if progress:
+        progress("classify", 0, len(refs))
+    for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
+        if isinstance(analysis, WorkerDied):
+            analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
+        last = _last_write_of(library, ref.track_id) if ref.track_id else None
+        outcome = decide(analysis, config, write, last)
+        outcome.track_id = ref.track_id
+        _count(summary, outcome)
+        if progress:
+            progress("classify", done, len(refs))
 
 
-def _dry_outcome(analysis: Analysis, config: Config) -> Outcome:
-    """What ``record`` would do, without doing it."""
-    if analysis.result is None:
-        return Outcome(0, analysis.path, "failed", error=analysis.error)
-    outcome = Outcome(0, analysis.path, "done", genres=[g.genre for g in analysis.result.genres])
-    ours = genres_to_write(analysis.result, config.tags)
-    if not config.tags.write:
-        outcome.write = "disabled"
-    elif not ours:
-        outcome.write = "gated"
-    else:
-        try:
-            outcome.before = read_genres(analysis.path, config.tags.separator)
-        except FileError as exc:
-            outcome.write, outcome.write_error = "failed", exc.reason
-            return outcome
-        after = plan_genres(outcome.before, ours, config.tags.policy)
-        outcome.write = "kept" if after is None else "planned"
-        outcome.after = after or []
-    return outcome
+def _last_write_of(library: Library | None, track_id: int) -> tuple[list[str], list[str]] | None:
+    if library is None:
+        return None
+    with library.reader() as session:
+        return last_write(session, track_id)
 
 
 def _count(summary: ScanSummary, outcome: Outcome) -> None:
     summary.outcomes.append(outcome)
+    if outcome.status == "deferred":
+        summary.deferred += 1
+        return
     if outcome.status == "failed":
         summary.failed += 1
         summary.failures.append((outcome.path, outcome.error or "unknown error"))
@@ -451,6 +390,8 @@ def _count(summary: ScanSummary, outcome: Outcome) -> None:
     summary.classified += 1
     if outcome.write == "written":
         summary.written += 1
+    elif outcome.write == "deferred":
+        summary.deferred += 1
     elif outcome.write == "failed":
         summary.write_failed += 1
         summary.failures.append((outcome.path, f"tag not written: {outcome.write_error}"))

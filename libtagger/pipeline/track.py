@@ -1,46 +1,44 @@
-"""The path of one track: analyse (worker) → record (one transaction) → write the tag.
+"""The path of one track: analyse (worker) → record (one transaction) → write the tag (worker).
 
-``analyse`` is pure CPU work with no side effects, run in worker processes. ``record`` stores
-the result and the track's new status in one transaction and, when a tag is to be written,
-records the planned write in that same transaction. ``apply_tag_write`` then changes the file
-(atomically, see :mod:`libtagger.library.tags`) and marks the write done. A kill between the two leaves
-a ``planned`` row that :func:`reconcile_planned_writes` settles on the next start by reading
-the file: so no write is lost, and none is made twice.
+``worker.analyse`` reads the file in an isolated worker and returns an :class:`Analysis`.
+:func:`record` stores it and the track's new status in one transaction and, when a tag is to
+be written, records the planned write (with the name of the copy it will edit and the snapshot
+of the analysed file) in that same transaction. :func:`apply_tag_write` then has a worker
+change the file — only if it is still that snapshot, settled, not open for writing, with a
+single link and our owner — and marks the write done. A kill between the two leaves a
+``planned`` row that :func:`reconcile_planned_writes` settles on the next start by reading the
+file: so no write is lost, none is made twice, and a stale result is never written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libtagger.analysis.audio import AudioFile
-from libtagger.analysis.classify import Classifier, Failure, TrackResult, classify_or_fail
-from libtagger.config import Config, TagConfig
-from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, utcnow
-from libtagger.errors import FileError, display_path
-from libtagger.library.tags import plan_genres, read_genres, write_genres
+from libtagger.analysis.classify import TrackResult
 from libtagger.analysis.vote import normalise_genre
+from libtagger.config import Config, TagConfig
+from libtagger.errors import display_path
+from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, utcnow
+from libtagger.library.guards import Snapshot
+from libtagger.library.safewrite import remove_recorded_temp, temp_path_for
+from libtagger.library.tags import plan_genres
+from libtagger.pipeline import worker
+from libtagger.pipeline.runner import Runner, WorkerDied
+from libtagger.pipeline.worker import Analysis, TrackRef, WritePlan, WriteResult
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Analysis:
-    """What a worker learned about one file: its identity and its genres, or why not."""
-
-    path: str
-    size: int = 0
-    mtime_ns: int = 0
-    identity: str | None = None
-    format: str | None = None
-    result: TrackResult | None = None
-    error: str | None = None
+__all__ = ["Analysis", "Outcome", "TrackRef", "apply_tag_write", "decide", "genres_to_write",
+           "last_write", "reconcile_planned_writes", "record"]
 
 
 @dataclass
@@ -50,32 +48,16 @@ class Outcome:
     track_id: int
     path: str
     status: str
-    """done or failed."""
+    """done, failed, or deferred (busy, settling, a transient error: tried again later)."""
     genres: list[str] = field(default_factory=list)
     error: str | None = None
     write: str = "none"
     """none (nothing to write), gated (below the confidence gate), kept (policy left the
-    file as it was), written, failed, planned (dry run), disabled (--no-write)."""
+    file as it was), written, failed, deferred (tried again on the next run), planned (dry
+    run: would be written), disabled (--no-write)."""
     before: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     write_error: str | None = None
-
-
-def analyse(classifier: Classifier, path: str, timeline: bool = False) -> Analysis:
-    """Identity and classification of one file; never raises for a bad file."""
-    try:
-        stat = os.stat(path)
-        with AudioFile(path, classifier.frontend) as audio:
-            identity = audio.stream_hash()
-            fmt = audio.info.format
-    except FileError as exc:
-        return Analysis(path, error=exc.reason)
-    except OSError as exc:
-        return Analysis(path, error=f"cannot read: {exc.strerror or exc}")
-    outcome = classify_or_fail(classifier, path, timeline)
-    if isinstance(outcome, Failure):
-        return Analysis(path, stat.st_size, stat.st_mtime_ns, identity, fmt, error=outcome.reason)
-    return Analysis(path, stat.st_size, stat.st_mtime_ns, identity, fmt, result=outcome)
 
 
 def genres_to_write(result: TrackResult, tags: TagConfig) -> list[str]:
@@ -119,163 +101,194 @@ def _classification(result: TrackResult, run_id: int | None) -> Classification:
     )
 
 
-def record(
-    library: Library,
-    track_id: int,
-    analysis: Analysis,
-    config: Config,
-    run_id: int | None = None,
-    write: bool = True,
-    on_commit: Callable[[Session], None] | None = None,
-) -> Outcome:
-    """Store one analysis and plan its tag write in one transaction, then write the tag.
+def decide(analysis: Analysis, config: Config, write: bool,
+           last_write: tuple[list[str], list[str]] | None = None) -> Outcome:
+    """What should happen to a file's genre tag, given its analysis (no side effects).
+
+    ``last_write`` is (before, after) of our newest write to it, if any.
+    """
+    path = analysis.path
+    if analysis.result is None:
+        status = "deferred" if analysis.transient else "failed"
+        return Outcome(0, path, status, error=analysis.error)
+    result = analysis.result
+    outcome = Outcome(0, path, "done", genres=[g.genre for g in result.genres])
+    ours = genres_to_write(result, config.tags)
+    if not config.tags.write or not write:
+        outcome.write = "disabled"
+    elif not ours:
+        outcome.write = "gated" if result.genres else "none"
+    elif analysis.genres_before is None:
+        outcome.write, outcome.write_error = "failed", analysis.tag_error
+    else:
+        before = analysis.genres_before
+        outcome.before = before
+        after = plan_over_our_write(before, ours, config.tags.policy, last_write)
+        if after is None:
+            outcome.write = "kept"
+        else:
+            outcome.write, outcome.after = "planned", after
+    return outcome
+
+
+def record(library: Library, ref: TrackRef, analysis: Analysis, config: Config,
+           run_id: int | None = None, write: bool = True,
+           on_commit: Callable[[Session], None] | None = None) -> tuple[Outcome, WritePlan | None]:
+    """Store one analysis and plan its tag write in one transaction.
 
     ``on_commit`` runs inside that transaction (the daemon finishes its job there, so a job
-    is done exactly when its result is stored).
+    is done exactly when its result is stored). Returns the outcome and the write to apply.
     """
-    planned_id: int | None = None
     with library.session() as session:
         if on_commit is not None:
             on_commit(session)
-        track = session.get(Track, track_id)
+        track = session.get(Track, ref.track_id)
         if track is None:  # deleted from the database meanwhile; nothing to record
-            return Outcome(track_id, analysis.path, "failed", error="track no longer in database")
-        outcome = Outcome(track_id, track.path, "failed")
-        track.attempts += 1
+            return Outcome(ref.track_id, analysis.path, "failed",
+                           error="track no longer in database"), None
+        if not analysis.transient:  # waiting for a copy to finish is not an attempt
+            track.attempts += 1
+        outcome = decide(analysis, config, write, last_write(session, track.id))
+        outcome.track_id = track.id
         if analysis.result is None:
-            track.status = "failed"
+            # A transient cause (busy, settling, permissions) leaves the track pending: the
+            # next scan or reconcile tries it again. A bad file waits until it changes.
+            track.status = "pending" if analysis.transient else "failed"
             track.last_error = analysis.error
-            outcome.error = analysis.error
-            return outcome
+            if analysis.snapshot is not None and not analysis.transient:
+                track.size, track.mtime_ns = analysis.size, analysis.mtime_ns
+            return outcome, None
         result = analysis.result
         track.status = "done"
         track.last_error = None
         track.identity = analysis.identity or track.identity
         track.format = analysis.format
         track.duration = result.duration
+        # The stat of the file that was analysed, never a later one: a file replaced since
+        # then shows up as changed on the next scan.
         track.size, track.mtime_ns = analysis.size, analysis.mtime_ns
         track.replace_classification(session, _classification(result, run_id))
-        outcome.status = "done"
-        outcome.genres = [g.genre for g in result.genres]
-
-        ours = genres_to_write(result, config.tags)
-        if not config.tags.write or not write:
-            outcome.write = "disabled"
-        elif not ours:
-            outcome.write = "gated" if result.genres else "none"
-        else:
-            try:
-                before = read_genres(track.path, config.tags.separator)
-            except FileError as exc:
-                outcome.write, outcome.write_error = "failed", exc.reason
-            else:
-                after = plan_for_track(session, track.id, before, ours, config.tags.policy)
-                outcome.before = before
-                if after is None:
-                    outcome.write = "kept"
-                else:
-                    planned = TagWrite(
-                        track_id=track.id, run_id=run_id, path=track.path, before=before,
-                        after=after, state="planned",
-                    )
-                    session.add(planned)
-                    session.flush()
-                    planned_id = planned.id
-    if planned_id is not None:
-        state, error, after = apply_tag_write(library, planned_id, config)
-        outcome.write, outcome.write_error, outcome.after = state, error, after
-    return outcome
+        if outcome.write != "planned":
+            return outcome, None
+        planned = TagWrite(
+            track_id=track.id, run_id=run_id, path=track.path, before=outcome.before,
+            after=outcome.after, state="planned", temp_path=str(temp_path_for(track.path)),
+            snapshot=dataclasses.asdict(analysis.snapshot) if analysis.snapshot else None,
+        )
+        session.add(planned)
+        session.flush()
+        score = result.genres[0].score if result.genres else None
+        return outcome, _plan_of(planned, score)
 
 
-def plan_for_track(session: Session, track_id: int, before: list[str], ours: list[str],
-                   policy: str) -> list[str] | None:
-    """:func:`plan_genres`, except that a genre we wrote ourselves (unchanged since) is ours
-    to update: the policy is applied to what the file held before that write instead.
-    """
+def last_write(session: Session, track_id: int) -> tuple[list[str], list[str]] | None:
+    """(before, after) of our newest write to a track, if any."""
     last = session.execute(
         select(TagWrite.before, TagWrite.after)
         .where(TagWrite.track_id == track_id, TagWrite.state == "written",
                TagWrite.kind == "write")
         .order_by(TagWrite.id.desc()).limit(1)
     ).first()
-    if last is not None and before and _same(before, list(last.after)):
-        planned = plan_genres(list(last.before), ours, policy)
+    return None if last is None else (list(last.before), list(last.after))
+
+
+def plan_over_our_write(before: list[str], ours: list[str], policy: str,
+                        last: tuple[list[str], list[str]] | None) -> list[str] | None:
+    """:func:`plan_genres`, except that a genre we wrote ourselves (unchanged since) is ours
+    to update: the policy is applied to what the file held before that write instead.
+    """
+    if last is not None and before and _same(before, last[1]):
+        planned = plan_genres(last[0], ours, policy)
         if planned is None:  # the policy would keep the user's original: restore it
-            planned = list(last.before)
+            planned = list(last[0])
         return None if _same(before, planned) else planned
     return plan_genres(before, ours, policy)
 
 
-def apply_tag_write(
-    library: Library, write_id: int, config: Config
-) -> tuple[str, str | None, list[str]]:
-    """Write a planned tag change into the file and mark it; returns (state, error, genres)."""
+def _plan_of(row: TagWrite, score: float | None, check_before: bool = True) -> WritePlan:
+    snapshot = Snapshot(**row.snapshot) if row.snapshot else None
+    return WritePlan(row.id, row.path, list(row.before), list(row.after), snapshot,
+                     row.temp_path, score, check_before)
+
+
+def apply_tag_write(library: Library, runner: Runner[Any, Any], plan: WritePlan) -> WriteResult:
+    """Have a worker apply a planned write, then mark it; returns how it ended."""
+    result = runner.outcome(runner.submit(plan, task=worker.write))
+    if isinstance(result, WorkerDied):
+        result = WriteResult("failed", result.reason)
+    _finish_write(library, plan.write_id, result)
+    return result
+
+
+def write_plan(library: Library, write_id: int, check_before: bool = True) -> WritePlan:
+    """The :class:`WritePlan` of a recorded write (undo and reconcile apply these)."""
     with library.session() as session:
-        planned = session.get(TagWrite, write_id)
-        assert planned is not None
-        path, after = planned.path, list(planned.after)
-        track = planned.track
+        row = session.get(TagWrite, write_id)
+        assert row is not None
+        track = row.track
         score = None  # an undo puts back the old genre and drops our score field
-        if planned.kind == "write" and track.classification and track.classification.genres:
+        if row.kind == "write" and track.classification and track.classification.genres:
             score = track.classification.genres[0].score
-    try:
-        write_genres(path, after, config.tags, score=score)
-    except FileError as exc:
-        _finish_write(library, write_id, "failed", exc.reason)
-        return "failed", exc.reason, after
-    _finish_write(library, write_id, "written")
-    return "written", None, after
+        return _plan_of(row, score, check_before)
 
 
-def _finish_write(library: Library, write_id: int, state: str, error: str | None = None) -> None:
-    """Mark a write's final state; after a real write, remember the file's new size and mtime."""
+def _finish_write(library: Library, write_id: int, result: WriteResult) -> None:
+    """Mark a write's final state; after a real write, remember the file's new size and mtime.
+
+    A deferred write stays on record as ``deferred`` and is tried again by the next scan or
+    reconcile (:func:`reconcile_planned_writes`), without classifying the file again.
+    """
     with library.session() as session:
         planned = session.get(TagWrite, write_id)
         assert planned is not None
-        planned.state = state
-        planned.error = error
-        if state == "written":
-            planned.written_at = utcnow()
-            try:
-                stat = os.stat(planned.path)
-            except OSError:
-                return
-            track = planned.track
-            if track.path == planned.path:
-                track.size, track.mtime_ns = stat.st_size, stat.st_mtime_ns
+        planned.state = result.state
+        planned.error = result.error
+        if result.state != "written":
+            return
+        planned.written_at = utcnow()
+        track = planned.track
+        if result.snapshot is not None and track.path == planned.path:
+            track.size, track.mtime_ns = result.snapshot.size, result.snapshot.mtime_ns
+            planned.snapshot = dataclasses.asdict(result.snapshot)
 
 
 def _same(a: list[str], b: list[str]) -> bool:
     return [normalise_genre(x) for x in a] == [normalise_genre(x) for x in b]
 
 
-def reconcile_planned_writes(library: Library, config: Config) -> dict[str, int]:
-    """Settle writes left ``planned`` by a kill: done already, still to do, or overtaken.
+def reconcile_planned_writes(library: Library, runner: Runner[Any, Any]) -> dict[str, int]:
+    """Settle writes left ``planned`` by a kill, and try ``deferred`` ones again.
 
-    Returns counts of each decision (completed, redone, skipped).
+    A planned write is done already, still to do, or overtaken (the file's genre changed);
+    its recorded temporary copy, if a kill left one, is removed. Returns counts of each
+    decision (completed, redone, skipped, deferred).
     """
-    counts = {"completed": 0, "redone": 0, "skipped": 0}
+    counts = {"completed": 0, "redone": 0, "skipped": 0, "deferred": 0}
     with library.session() as session:
-        pending = session.scalars(select(TagWrite.id).where(TagWrite.state == "planned")).all()
-    for write_id in pending:
-        with library.session() as session:
-            planned = session.get(TagWrite, write_id)
-            assert planned is not None
-            path, before, after = planned.path, list(planned.before), list(planned.after)
-        try:
-            current = read_genres(path, config.tags.separator)
-        except FileError as exc:
-            _finish_write(library, write_id, "failed", exc.reason)
-            counts["skipped"] += 1
+        pending = session.execute(
+            select(TagWrite.id, TagWrite.state, TagWrite.temp_path)
+            .where(TagWrite.state.in_(("planned", "deferred")))
+        ).all()
+    for write_id, state, temp in pending:
+        if temp:
+            remove_recorded_temp(temp)
+        plan = write_plan(library, write_id, check_before=False)
+        current = runner.outcome(runner.submit(plan.path, task=worker.current_genres))
+        if not isinstance(current, list):
+            reason = current.reason if isinstance(current, WorkerDied) else current
+            _finish_write(library, write_id, WriteResult("deferred", reason))
+            counts["deferred"] += 1
             continue
-        if _same(current, after):
-            _finish_write(library, write_id, "written")
+        if state == "planned" and _same(current, plan.after):
+            _finish_write(library, write_id, WriteResult("written"))
             counts["completed"] += 1
-        elif _same(current, before):
-            apply_tag_write(library, write_id, config)
-            counts["redone"] += 1
+        elif _same(current, plan.before):
+            result = apply_tag_write(library, runner, dataclasses.replace(plan, check_before=True))
+            counts["redone" if result.state == "written" else result.state
+                   if result.state in counts else "skipped"] += 1
         else:
-            _finish_write(library, write_id, "skipped", "the file's genre changed meanwhile")
+            _finish_write(library, write_id,
+                          WriteResult("skipped", "the file's genre changed meanwhile"))
             counts["skipped"] += 1
-        log.info("settled interrupted tag write on %s", display_path(path))
+        log.info("settled an interrupted or deferred tag write on %s", display_path(plan.path))
     return counts

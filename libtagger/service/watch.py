@@ -26,20 +26,24 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from libtagger.config import Config, load_config
-from libtagger.library.db import Library, Run, Track, utcnow
+from libtagger.library.db import Library, Run, utcnow
 from libtagger.errors import LibtaggerError, display_path
 from libtagger.library.moves import mark_missing, move_tracks
 from libtagger.service.observe import RootWatch
-from libtagger.pipeline.track import Analysis, record, reconcile_planned_writes
+from libtagger.library.guards import inside_roots
+from libtagger.pipeline import worker
+from libtagger.pipeline.runner import WorkerDied
+from libtagger.pipeline.track import Analysis, TrackRef, apply_tag_write, record
+from libtagger.pipeline.track import reconcile_planned_writes
 from libtagger.service.queue import (
     ClaimedJob,
     claim,
@@ -53,9 +57,8 @@ from libtagger.service.queue import (
     requeue_claimed,
     retry_failed,
 )
-from libtagger.pipeline.scan import ScanSummary, plan_scan
+from libtagger.pipeline.scan import ScanSummary, identify_with, make_runner, plan_scan
 from libtagger.service.systemd import Notifier
-from libtagger.service.workers import analyse_in_worker, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class Daemon:
 
     def __init__(self, config: Config, library: Library, roots: list[str], jobs: int,
                  polling: bool = False, config_path: str | None = None) -> None:
-        self.config = config
+        self.config = _daemon_config(config)
         self.config_path = config_path
         self.library = library
         self.jobs = max(1, jobs)
@@ -105,28 +108,29 @@ class Daemon:
     def run(self) -> int:
         """Start everything, serve until SIGTERM/SIGINT, stop cleanly."""
         self._take_lock()
-        self._install_signals()
-        settled = reconcile_planned_writes(self.library, self.config)
-        requeued = requeue_claimed(self.library)
-        if requeued or any(settled.values()):
-            log.info("resumed: %d jobs back in the queue, interrupted writes %s", requeued, settled)
-        with self.library.session() as session:
-            run = Run(kind="watch", roots=[r.path for r in self.roots], counts={})
-            session.add(run)
-            session.flush()
-            self._run_id = run.id
-        self._start_pool()
-        for root in self.roots:
-            root.start(self.library, self.config.watch)
-        self._start_scheduler()
-        self.notifier.notify("READY=1", f"STATUS=watching {len(self.roots)} folder(s)")
-        log.info("watching %s with %d worker(s)",
-                 ", ".join(f"{r.path} ({r.mode or 'not there yet'})" for r in self.roots),
-                 self.jobs)
         try:
+            self._install_signals()
+            self._start_pool()
+            settled = reconcile_planned_writes(self.library, self._pool)
+            requeued = requeue_claimed(self.library)
+            if requeued or any(settled.values()):
+                log.info("resumed: %d jobs back in the queue, interrupted writes %s",
+                         requeued, settled)
+            with self.library.session() as session:
+                run = Run(kind="watch", roots=[r.path for r in self.roots], counts={})
+                session.add(run)
+                session.flush()
+                self._run_id = run.id
+            for root in self.roots:
+                root.start(self.library, self.config.watch)
+            self._start_scheduler()
+            self.notifier.notify("READY=1", f"STATUS=watching {len(self.roots)} folder(s)")
+            log.info("watching %s with %d worker(s)",
+                     ", ".join(f"{r.path} ({r.mode or 'not there yet'})" for r in self.roots),
+                     self.jobs)
             self._serve()
         finally:
-            self._shutdown()
+            self._shutdown()  # also after a failed start: no worker, thread or lock is left
         return 0
 
     def _take_lock(self) -> None:
@@ -155,13 +159,22 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def _start_pool(self) -> None:
-        self._pool = start_workers(self.config, self.library, self.jobs)
+        """Isolated workers with the models (and the active personal head) loaded."""
+        from libtagger.library.personal import active_head
+
+        head = None
+        if self.config.personal.mode != "off":
+            head = active_head(self.library, "+".join(self.config.classifier.models))
+        self._pool = make_runner(self.config, self.jobs, head)
+        # Load the models before saying READY: a round trip through every worker.
+        for _ in self._pool.run(range(self.jobs), task=worker.warm_up):
+            pass
 
     def _stop_pool(self) -> None:
         """Stop the workers now; work they had in hand is already back in the queue."""
         if self._pool is None:
             return
-        stop_workers(self._pool)
+        self._pool.close(now=True)
         self._pool = None
 
     def _start_scheduler(self) -> None:
@@ -205,7 +218,8 @@ class Daemon:
                 postpone(self.library, job.id, 0)  # its track stays pending
             self.in_flight.clear()
         self._stop_pool()
-        self._save_counts(finished=True)
+        if self._run_id is not None:
+            self._save_counts(finished=True)
         if self._lock_file is not None:
             self._lock_file.close()
         log.info("stopped")
@@ -216,22 +230,37 @@ class Daemon:
         last_status = 0.0
         watchdog_every = self.notifier.watchdog_interval()
         while not self.stop_event.is_set():
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                self._reload()
-            while not self._tasks.empty():
-                self._tasks.get_nowait()()
-            self._collect(timeout=0.0)
-            room = 2 * self.jobs - len(self.in_flight)
-            jobs = claim(self.library, room, self.config.watch.lease_seconds) if room > 0 else []
-            for job in jobs:
-                self._handle(job)
+            try:
+                jobs = self._serve_once()
+            except OperationalError as exc:
+                # Another writer held the database past the busy timeout: nothing was half
+                # stored (each step is one transaction); wait and carry on.
+                log.warning("database busy, retrying: %s", getattr(exc, "orig", exc))
+                jobs = []
+                self.stop_event.wait(1.0)
             now = time.monotonic()
             if now - last_status >= min(5.0, watchdog_every or 5.0):
                 last_status = now
-                self._report_status()
+                try:
+                    self._report_status()
+                except OperationalError:
+                    self.notifier.notify("WATCHDOG=1")
             if not jobs:
                 self.stop_event.wait(self.config.watch.poll_seconds if not self.in_flight else 0.05)
+
+    def _serve_once(self) -> list[ClaimedJob]:
+        """One turn of the main loop: reload, scheduled work, results, new jobs."""
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self._reload()
+        while not self._tasks.empty():
+            self._tasks.get_nowait()()
+        self._collect(timeout=0.0)
+        room = 2 * self.jobs - len(self.in_flight)
+        jobs = claim(self.library, room, self.config.watch.lease_seconds) if room > 0 else []
+        for job in jobs:
+            self._handle(job)
+        return jobs
 
     def _report_status(self) -> None:
         stats = queue_stats(self.library)
@@ -259,35 +288,33 @@ class Daemon:
         if timeout and self.in_flight:
             wait([f for _, _, f in self.in_flight.values()], timeout=timeout,
                  return_when=FIRST_COMPLETED)
-        for job_id, (job, track_id, future) in list(self.in_flight.items()):
+        for job_id, (job, ref, future) in list(self.in_flight.items()):
             if not future.done():
                 continue
             del self.in_flight[job_id]
-            try:
-                analysis: Analysis = future.result()
-            except BrokenProcessPool:
-                # A worker died (killed, out of memory): this job counts an attempt, the
-                # others go back untouched, and a fresh pool takes over.
-                log.error("a worker process died; restarting the workers")
-                fail(self.library, job.id, "worker process died", self.config.watch.max_attempts,
-                     self.config.watch.backoff_seconds)
-                for other, _, _ in self.in_flight.values():
-                    postpone(self.library, other.id, 0)
-                self.in_flight.clear()
-                self._stop_pool()
-                self._start_pool()
-                return
-            except Exception as exc:  # noqa: BLE001 - a worker error is this job's failure
-                self.counters.failed += 1
-                fail(self.library, job.id, f"worker error: {exc}", self.config.watch.max_attempts,
-                     self.config.watch.backoff_seconds)
+            analysis = self._pool.outcome(future)
+            if isinstance(analysis, WorkerDied):
+                # The worker died on this file (a crash, a timeout, out of memory): it costs
+                # this file only; pebble has already replaced the worker.
+                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
+            if analysis.transient:  # busy, settling, a permission: look again later
+                record(self.library, ref, analysis, self.config, self._run_id)
+                postpone(self.library, job.id, max(self.config.watch.quiet_seconds, 1.0))
+                log.info("%s: %s", display_path(ref.path), analysis.error)
                 continue
-            outcome = record(self.library, track_id, analysis, self.config, self._run_id,
-                             on_commit=lambda session, j=job.id: mark_done(session, j))
+            outcome, plan = record(self.library, ref, analysis, self.config, self._run_id,
+                                   on_commit=lambda session, j=job.id: mark_done(session, j))
+            if plan is not None:
+                result = apply_tag_write(self.library, self._pool, plan)
+                outcome.write, outcome.write_error = result.state, result.error
             if outcome.status == "done":
                 self.counters.processed += 1
+                written = {"written": f" (wrote {'; '.join(plan.after)})" if plan else "",
+                           "none": ""}.get(outcome.write, f" (tag {outcome.write}"
+                                           + (f": {outcome.write_error})" if outcome.write_error
+                                              else ")"))
                 log.info("%s: %s%s", display_path(outcome.path), ", ".join(outcome.genres[:3]),
-                         f" (tag {outcome.write})" if outcome.write != "none" else "")
+                         written)
             else:
                 self.counters.failed += 1
                 log.warning("%s: %s", display_path(outcome.path), outcome.error)
@@ -305,7 +332,8 @@ class Daemon:
             if job.kind == "file":
                 self._file_job(job)
             elif job.kind == "folder":
-                self._plan(job, [job.path])
+                if not self._outside(job):
+                    self._plan(job, [job.path])
             elif job.kind == "gone":
                 self.counters.missing += mark_missing(self.library, job.path)
                 finish(self.library, job.id)
@@ -319,9 +347,20 @@ class Daemon:
             fail(self.library, job.id, f"{type(exc).__name__}: {exc}",
                  self.config.watch.max_attempts, self.config.watch.backoff_seconds)
 
+    def _outside(self, job: ClaimedJob) -> bool:
+        """Refuse a path outside the roots or reached through a symlink; finish its job."""
+        refusal = inside_roots(job.path, [r.path for r in self.roots])
+        if refusal is None:
+            return False
+        log.info("%s: ignored, %s", display_path(job.path), refusal)
+        finish(self.library, job.id)
+        return True
+
     def _file_job(self, job: ClaimedJob) -> None:
+        if self._outside(job):
+            return
         try:
-            stat = os.stat(job.path)
+            stat = os.lstat(job.path)
         except FileNotFoundError:
             self.counters.missing += mark_missing(self.library, job.path)
             finish(self.library, job.id)
@@ -337,27 +376,21 @@ class Daemon:
     def _plan(self, job: ClaimedJob, paths: list[str]) -> None:
         """Compare disk and database for ``paths`` like a scan; classify what needs it."""
         summary = ScanSummary()
-        todo = plan_scan(self.library, paths, force=False, summary=summary, always_hash=True)
+        refs = plan_scan(self.library, paths, False, summary, identify_with(self._pool),
+                         always_hash=True)
         self.counters.moved += summary.moved
         self.counters.missing += summary.missing
-        if job.kind == "file" and len(todo) == 1:
-            if any(track_id == todo[0] for _, track_id, _ in self.in_flight.values()):
+        if job.kind == "file" and len(refs) == 1:
+            ref = refs[0]
+            if any(other.track_id == ref.track_id for _, other, _ in self.in_flight.values()):
                 # Already being classified (an event and the reconcile both saw it): look
                 # again once that is stored; by then it is unchanged and nothing is done.
                 postpone(self.library, job.id, 1.0)
                 return
-            with self.library.session() as session:
-                track = session.get(Track, todo[0])
-                assert track is not None
-                path = track.path
-            future = self._pool.submit(analyse_in_worker, path)
-            self.in_flight[job.id] = (job, todo[0], future)
+            self.in_flight[job.id] = (job, ref, self._pool.submit(ref))
             return
-        if todo:
-            with self.library.session() as session:
-                paths_todo = session.scalars(select(Track.path).where(Track.id.in_(todo))).all()
-            for path in paths_todo:
-                enqueue(self.library, "file", path)
+        for ref in refs:
+            enqueue(self.library, "file", ref.path)
         finish(self.library, job.id)
 
     def _move_job(self, job: ClaimedJob) -> None:
@@ -378,10 +411,13 @@ class Daemon:
             return
         started = utcnow()
         summary = ScanSummary()
+        def alive(_phase: str, _done: int, _total: int) -> None:
+            self.notifier.notify("WATCHDOG=1")  # a long walk is not a hang
+
         try:
-            todo = plan_scan(self.library, roots, force=False, summary=summary)
-            with self.library.session() as session:
-                paths = session.scalars(select(Track.path).where(Track.id.in_(todo))).all()
+            refs = plan_scan(self.library, roots, False, summary, identify_with(self._pool),
+                             progress=alive)
+            paths = [ref.path for ref in refs]
             for path in paths:
                 enqueue(self.library, "file", path)
             prune_done(self.library)
@@ -423,7 +459,7 @@ class Daemon:
     def _reload(self) -> None:
         """SIGHUP: read the configuration again; new models restart the workers."""
         try:
-            new = load_config(self.config_path)
+            new = _daemon_config(load_config(self.config_path))
         except LibtaggerError as exc:
             log.error("config not reloaded: %s", exc)
             return
@@ -436,6 +472,12 @@ class Daemon:
             self._stop_pool()
             self._start_pool()
         log.info("configuration reloaded%s", " (workers restarted)" if models_changed else "")
+
+
+def _daemon_config(config: Config) -> Config:
+    """The daemon's settle time is its quiet period: one rule for "still being written"."""
+    return replace(config, library=replace(config.library,
+                                           settle_seconds=config.watch.quiet_seconds))
 
 
 def utcnow_local():  # APScheduler wants an aware or local "now" for next_run_time
