@@ -410,7 +410,7 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
             size, header = struct.unpack(">Q", data.exact(pos + 8, 8))[0], 16
         elif size == 0:
             size = end - pos  # "to the end of the file"
-        name = kind.decode("latin-1")
+        name = kind.decode("ascii", "backslashreplace")
         if size < header:
             return f"MP4 box '{name}' with size {size} (smaller than its header)"
         boxes += 1
@@ -466,7 +466,7 @@ def _check_chunks(data: _Bytes, offset: int, limits: TagLimits, form: _ChunkForm
     pos, chunks = offset + 12, 0
     while pos + 8 <= data.size:
         kind, size = struct.unpack(form.order + "4sI", data.exact(pos, 8))
-        name = kind.decode("latin-1")
+        name = kind.decode("ascii", "backslashreplace")
         chunks += 1
         if chunks > limits.max_atoms:
             return _too_many(f"{form.name} file with {{}} chunks", limits.max_atoms)
