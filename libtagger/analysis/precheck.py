@@ -203,7 +203,7 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
 def _check_id3_frame(data: _Bytes, frame_id: bytes, major: int, flags: int, body: int,
                      size: int, limits: TagLimits) -> str | None:
     """Check one frame: a picture's size, a compressed frame's inflated size."""
-    name = frame_id.decode("latin-1")
+    name = frame_id.decode("ascii", "backslashreplace")
     if frame_id in (b"APIC", b"PIC") and size > limits.max_picture_bytes:
         return _too_big(f"ID3v2 picture frame {name}", size, limits.max_picture_bytes)
     declared: int | None = None
@@ -288,10 +288,12 @@ def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str, limi
     if count > limits.max_frames:
         return _too_many(f"{where} with {{}} Vorbis comments", limits.max_frames, count)
     pos += 4
+    # The longest honest comment is a picture (METADATA_BLOCK_PICTURE), base64-coded: 4/3 larger.
+    longest = limits.max_picture_bytes * 4 // 3
     for _ in range(count):  # count <= max_frames: bounded work
         length = struct.unpack("<I", data.exact(pos, 4))[0]
-        if length > limits.max_tag_bytes:
-            return _too_big(f"{where} Vorbis comment", length, limits.max_tag_bytes)
+        if length > longest:
+            return _too_big(f"{where} Vorbis comment", length, longest)
         pos += 4 + length
         if pos > end:
             return None  # a comment overruns its block: garbled, not hostile

@@ -257,6 +257,18 @@ def mp4_top_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
     return out
 
 
+def mp4_insert_after_ftyp(m4a: bytes, inserted: bytes) -> bytes:
+    """``m4a`` with ``inserted`` right after ftyp; the chunk offsets (stco) move with mdat."""
+    ftyp_end = mp4_top_boxes(m4a)[0][2]
+    out = bytearray(m4a[:ftyp_end] + inserted + m4a[ftyp_end:])
+    at = out.find(b"stco", mp4_top_boxes(m4a)[-1][1] + len(inserted))
+    count = struct.unpack(">I", out[at + 8 : at + 12])[0]
+    for entry in range(at + 12, at + 12 + 4 * count, 4):
+        offset = struct.unpack(">I", out[entry : entry + 4])[0]
+        out[entry : entry + 4] = struct.pack(">I", offset + len(inserted))
+    return bytes(out)
+
+
 def mp4_with_udta(m4a: bytes, ilst: Parts, extra: Parts = ()) -> Parts:
     """``m4a`` whose moov (last in the file, so no offsets move) gets a new udta/meta/ilst."""
     kind, start, end = mp4_top_boxes(m4a)[-1]
@@ -527,15 +539,14 @@ def _zlib_bombs(ctx: _Context) -> Output:
 def _mp4_boxes(ctx: _Context) -> Output:
     """Box-tree abuse: 1,000 free atoms, a 4 GB claim, nesting 100 deep, a size under 8."""
     m4a = ctx.clip("m4a")
-    ftyp_end = mp4_top_boxes(m4a)[0][2]
-    yield "free-1000.m4a", [m4a[:ftyp_end], b"\x00\x00\x00\x08free" * 1000, m4a[ftyp_end:]]
-    kind, start, _ = mp4_top_boxes(m4a)[-1]
+    yield "free-1000.m4a", [mp4_insert_after_ftyp(m4a, b"\x00\x00\x00\x08free" * 1000)]
+    _, start, _ = mp4_top_boxes(m4a)[-1]
     yield "moov-4GB.m4a", [m4a[:start], struct.pack(">I", 0xFFFFFFF0), m4a[start + 4 :]]
     nested: Parts = box(b"udta", *box(b"\xa9cmt", b"deep"))
     for _ in range(100):
         nested = box(b"udta", *nested)
     yield "nested-100.m4a", mp4_with_udta(m4a, ilst_item(b"\xa9nam", b"deep"), extra=nested)
-    yield "tiny-box.m4a", [m4a[:ftyp_end], b"\x00\x00\x00\x03free", m4a[ftyp_end:]]
+    yield "tiny-box.m4a", [mp4_insert_after_ftyp(m4a, b"\x00\x00\x00\x03free")]
 
 
 def _chunk_sizes(ctx: _Context) -> Output:
