@@ -48,6 +48,8 @@ REASONS = {
     ("chunk-flood", "id3-chunk.wav"): "ID3v2 tag with more than 10,000 frames",
     ("chunk-flood", "id3-chunk.aiff"): "ID3v2 tag with more than 10,000 frames",
     ("chunk-flood", "many-chunks.wav"): "WAV file with more than 10,000 chunks",
+    ("many-floods", "comment-blocks.flac"): "with more than 20,000 headers in all",
+    ("many-floods", "id3-chunks.wav"): "with more than 20,000 headers in all",
     ("zlib-bomb", "v24-declared.mp3"): "ID3v2 frame TXXX declares 256 MB once decompressed",
     ("zlib-bomb", "v24-lying.mp3"): "ID3v2 frame TXXX is compressed and could inflate to",
     ("zlib-bomb", "v23-declared.mp3"): "ID3v2 frame TXXX declares 1,024 MB once decompressed",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import struct
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from dataclasses import dataclass
 from functools import partial
 from typing import BinaryIO
@@ -61,14 +63,42 @@ class _Truncated(Exception):
     """A header ends early: the file is truncated or garbage, which is the decoder's business."""
 
 
+class _OverBudget(Exception):
+    """More headers were walked in all than any real file has: the file is refused."""
+
+
+class _Budget:
+    """How many more headers (frames, comments, boxes, chunks, blocks, pages) may be walked.
+
+    Each format stops at its own limit; this caps the sum, so that many moderate floods in one
+    file (a WAV with a thousand ID3 chunks, FLAC with many comment blocks) stay cheap too.
+    """
+
+    def __init__(self, limits: TagLimits) -> None:
+        self.total = limits.max_frames + limits.max_atoms
+        self.left = self.total
+
+    def spend(self) -> None:
+        """Walk one more header.
+
+        Raises:
+            _OverBudget: the budget is spent.
+        """
+        self.left -= 1
+        if self.left < 0:
+            raise _OverBudget
+
+
 class _Bytes:
     """Random access to a file through one cached window: every read is bounded."""
 
-    WINDOW = 64 * 1024
+    # Small, so that walking 10,000 headers far apart reads at most ~80 MB; no header is longer.
+    WINDOW = 8 * 1024
 
-    def __init__(self, fileobj: BinaryIO, size: int) -> None:
+    def __init__(self, fileobj: BinaryIO, size: int, budget: _Budget) -> None:
         self.fileobj = fileobj
         self.size = size
+        self.budget = budget
         self._start = 0
         self._window = b""
 
@@ -161,7 +191,7 @@ def _check_id3(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         # v2.3 unsynchronises the whole tag, frame headers included, so frame sizes only line
         # up after undoing it; the tag is within max_tag_bytes, so reading it is bounded.
         raw = data.whole(pos, size).replace(b"\xff\x00", b"\xff")
-        data, pos, end = _Bytes(io.BytesIO(raw), len(raw)), 0, len(raw)
+        data, pos, end = _Bytes(io.BytesIO(raw), len(raw), data.budget), 0, len(raw)
     if major >= 3 and flags & 0x40:
         # Extended header: v2.4 counts its own 4 size bytes (syncsafe), v2.3 does not.
         raw = data.exact(pos, 4)
@@ -187,6 +217,7 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
             # iTunes wrote v2.4 frame sizes as plain integers; a set high bit gives that away.
             frame_size = (_syncsafe(header[4:8]) if major == 4 else None) or int.from_bytes(header[4:8])
         frames += 1
+        data.budget.spend()
         if frames > limits.max_frames:
             # Counted, not parsed: any name counts, since readers keep unknown frames too.
             return _too_many("ID3v2 tag with {} frames", limits.max_frames)
@@ -264,6 +295,7 @@ def _check_flac(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if kind == _FLAC_INVALID:
             return None  # not metadata: a garbled file, the decoder will say so
         blocks += 1
+        data.budget.spend()
         total += 4 + length
         if blocks > limits.max_atoms:
             return _too_many("FLAC metadata with {} blocks", limits.max_atoms)
@@ -291,6 +323,7 @@ def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str, limi
     # The longest honest comment is a picture (METADATA_BLOCK_PICTURE), base64-coded: 4/3 larger.
     longest = limits.max_picture_bytes * 4 // 3
     for _ in range(count):  # count <= max_frames: bounded work
+        data.budget.spend()
         length = struct.unpack("<I", data.exact(pos, 4))[0]
         if length > longest:
             return _too_big(f"{where} Vorbis comment", length, longest)
@@ -312,8 +345,10 @@ class _Packet:
 
     def __init__(self, data: _Bytes, spans: list[tuple[int, int]]) -> None:
         self.data = data
+        self.budget = data.budget
         self.spans = spans  # (file offset, length) pieces, in order
-        self.size = sum(length for _, length in spans)
+        self.starts = list(accumulate((length for _, length in spans), initial=0))
+        self.size = self.starts[-1]
 
     def exact(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at packet offset ``offset``.
@@ -322,15 +357,16 @@ class _Packet:
             _Truncated: the packet ends first.
         """
         out = b""
-        start = 0
-        for at, span in self.spans:  # a packet within max_tag_bytes has at most ~260 pieces
-            want = offset + len(out) - start
-            if 0 <= want < span:
-                out += self.data.exact(at + want, min(span - want, length - len(out)))
-                if len(out) == length:
-                    return out
-            start += span
-        raise _Truncated
+        # Find the piece by bisection: a packet may be spread over thousands of tiny pages.
+        piece = bisect_right(self.starts, offset) - 1
+        while len(out) < length and 0 <= piece < len(self.spans):
+            at, span = self.spans[piece]
+            want = offset + len(out) - self.starts[piece]
+            out += self.data.exact(at + want, min(span - want, length - len(out)))
+            piece += 1
+        if len(out) != length:
+            raise _Truncated
+        return out
 
 
 def _ogg_packets(data: _Bytes, offset: int, limits: TagLimits) -> list[list[tuple[int, int]]] | None:
@@ -340,6 +376,7 @@ def _ogg_packets(data: _Bytes, offset: int, limits: TagLimits) -> list[list[tupl
     sizes = [0]
     pos, serial = offset, None
     for _ in range(limits.max_atoms):
+        data.budget.spend()
         if len(packets) > 2:
             break
         magic, _, _, _, page_serial, _, _, segments = _OGG_PAGE.unpack(data.exact(pos, 27))
@@ -416,6 +453,7 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if size < header:
             return f"MP4 box '{name}' with size {size} (smaller than its header)"
         boxes += 1
+        data.budget.spend()
         fillers += kind in _MP4_FILLERS
         items += parent == b"ilst"
         if boxes > limits.max_atoms:
@@ -470,6 +508,7 @@ def _check_chunks(data: _Bytes, offset: int, limits: TagLimits, form: _ChunkForm
         kind, size = struct.unpack(form.order + "4sI", data.exact(pos, 8))
         name = kind.decode("ascii", "backslashreplace")
         chunks += 1
+        data.budget.spend()
         if chunks > limits.max_atoms:
             return _too_many(f"{form.name} file with {{}} chunks", limits.max_atoms)
         # An audio chunk larger than the file is only a truncated or streamed file.
@@ -517,7 +556,8 @@ def check_file(fileobj: BinaryIO, size: int, limits: TagLimits) -> str | None:
     Raises:
         OSError: reading the file failed.
     """
-    data = _Bytes(fileobj, size)
+    budget = _Budget(limits)
+    data = _Bytes(fileobj, size, budget)
     try:
         offset = 0
         for _ in range(_MAX_LEADING_ID3):
@@ -537,3 +577,5 @@ def check_file(fileobj: BinaryIO, size: int, limits: TagLimits) -> str | None:
         return _check_trailing_tags(data, limits)
     except _Truncated:
         return None
+    except _OverBudget:
+        return _too_many("tags and containers with {} headers in all", budget.total)

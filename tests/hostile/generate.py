@@ -520,6 +520,17 @@ def _chunk_floods(ctx: _Context) -> Output:
     yield "many-chunks.wav", with_chunk(ctx.clip("wav"), tiny)
 
 
+def _many_floods(ctx: _Context) -> Output:
+    """Floods each under the limit but many of them: 6 Vorbis comment blocks or 6 ID3 chunks
+    of 9,000 entries."""
+    comments = [b"C=%d" % (i % 10) for i in range(9_000)]
+    blocks = [(4, [vorbis_comments(comments)]) for _ in range(6)]
+    yield "comment-blocks.flac", flac_with(ctx.clip("flac"), blocks)
+    frames = b"".join(id3_frame(b"TXXX", b"\x00\x00") for _ in range(9_000))
+    tags = [part for _ in range(6) for part in chunk(b"id3 ", id3_tag([frames]))]
+    yield "id3-chunks.wav", with_chunk(ctx.clip("wav"), tags)
+
+
 def _zlib_bombs(ctx: _Context) -> Output:
     """ID3 frames of compressed zeros that inflate to 1 GiB: honest, lying and v2.3 sizes."""
     bomb = zlib_zeros(1024 * MiB)
@@ -637,6 +648,7 @@ CLASSES: tuple[HostileClass, ...] = (
     HostileClass("vorbis-comment-flood", "refuse-precheck", _comment_floods),
     HostileClass("item-flood", "refuse-precheck", _item_floods),
     HostileClass("chunk-flood", "refuse-precheck", _chunk_floods),
+    HostileClass("many-floods", "refuse-precheck", _many_floods),
     HostileClass("zlib-bomb", "refuse-precheck", _zlib_bombs),
     HostileClass("mp4-box-abuse", "refuse-precheck", _mp4_boxes),
     HostileClass("chunk-size-lie", "refuse-precheck", _chunk_sizes),
