@@ -13,9 +13,9 @@ import io
 import struct
 from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import BinaryIO
 
 MiB = 1024 * 1024
@@ -45,7 +45,7 @@ class TagLimits:
     boxes, a few hundred with chapters; a WAV or FLAC file has fewer than 20."""
 
     max_free_atoms: int = 100
-    """MP4 free/skip/wide boxes. Muxers write one or two; a flood of them crashes the decode path."""
+    """MP4 free/skip/wide boxes. Muxers write one or two; a flood of them crashes decoding."""
 
     max_depth: int = 32
     """MP4 box nesting. Real files nest 7 or 8 deep (moov/udta/meta/ilst/item/data)."""
@@ -103,7 +103,7 @@ class _Bytes:
         self._window = b""
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` (at most one window) bytes at ``offset``; fewer at the end of the file."""
+        """Up to ``length`` (at most a window) bytes at ``offset``; fewer at the end of the file."""
         length = min(length, self.WINDOW, self.size - offset)
         if offset < 0 or length <= 0:
             return b""
@@ -215,7 +215,8 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
         else:
             frame_id, frame_flags = header[:4], int.from_bytes(header[8:10])
             # iTunes wrote v2.4 frame sizes as plain integers; a set high bit gives that away.
-            frame_size = (_syncsafe(header[4:8]) if major == 4 else None) or int.from_bytes(header[4:8])
+            plain = int.from_bytes(header[4:8])
+            frame_size = (_syncsafe(header[4:8]) if major == 4 else None) or plain
         frames += 1
         data.budget.spend()
         if frames > limits.max_frames:
@@ -269,7 +270,8 @@ def _check_trailing_tags(data: _Bytes, limits: TagLimits) -> str | None:
         if size > limits.max_tag_bytes:
             return _too_big("ID3v2 tag", size, limits.max_tag_bytes)
         start = end - size - 20
-        if start >= 0 and data.read(start, 3) == b"ID3" and (reason := _check_id3(data, start, limits)):
+        is_tag = start >= 0 and data.read(start, 3) == b"ID3"
+        if is_tag and (reason := _check_id3(data, start, limits)):
             return reason
     footer = data.read(end - 32, 32)
     if footer[:8] == b"APETAGEX":
@@ -313,7 +315,8 @@ def _check_flac(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         pos += 4 + length
 
 
-def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str, limits: TagLimits) -> str | None:
+def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str,
+                    limits: TagLimits) -> str | None:
     """Check a Vorbis comment list (vendor, count, comments) held in bytes ``pos``..``end``."""
     pos += 4 + struct.unpack("<I", data.exact(pos, 4))[0]  # skip the vendor string
     count = struct.unpack("<I", data.exact(pos, 4))[0]
@@ -369,7 +372,8 @@ class _Packet:
         return out
 
 
-def _ogg_packets(data: _Bytes, offset: int, limits: TagLimits) -> list[list[tuple[int, int]]] | None:
+def _ogg_packets(data: _Bytes, offset: int,
+                 limits: TagLimits) -> list[list[tuple[int, int]]] | None:
     """The first two packets of the first logical stream, as pieces; None if the second is over
     max_tag_bytes (the walk stops there, and after max_atoms pages)."""
     packets: list[list[tuple[int, int]]] = [[]]
@@ -417,7 +421,8 @@ def _check_ogg(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if ident.size >= len(ident_magic) and ident.exact(0, len(ident_magic)) == ident_magic:
             if comments.exact(0, len(comment_magic)) != comment_magic:
                 return None
-            return _check_comments(comments, len(comment_magic), comments.size, "Ogg stream", limits)
+            return _check_comments(comments, len(comment_magic), comments.size, "Ogg stream",
+                                   limits)
     return None  # Ogg FLAC, Speex, Theora: not ours to judge
 
 
