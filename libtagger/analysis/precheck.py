@@ -135,6 +135,11 @@ class _Bytes:
         return struct.unpack(order + "I", self.exact(offset, 4))[0]
 
 
+def _name(kind: bytes) -> str:
+    """A frame, box or chunk type as printable text: non-ASCII and control bytes escaped."""
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in kind)
+
+
 def _size(n: int) -> str:
     """A byte count for a person: '16 MB', '340 KB', '12 bytes'."""
     if n >= MiB:
@@ -159,6 +164,11 @@ def _too_big(what: str, n: int, limit: int) -> str:
 
 
 # --- ID3v2 ---------------------------------------------------------------------------------
+
+
+_ID3_PICTURES = frozenset({b"APIC", b"PIC"})
+# The frame flag saying "compressed with zlib", per major version (v2.2 has no frame flags).
+_ID3_COMPRESSED = {2: 0, 3: 0x0080, 4: 0x0008}
 
 
 def _syncsafe(raw: bytes) -> int | None:
@@ -225,9 +235,11 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
         body = pos + header_len
         if body + frame_size > end:
             return None  # a frame running past its tag is dropped by readers
-        reason = _check_id3_frame(data, frame_id, major, frame_flags, body, frame_size, limits)
-        if reason:
-            return reason
+        # Only pictures and compressed frames have more to check; most frames are neither.
+        if frame_id in _ID3_PICTURES or frame_flags & _ID3_COMPRESSED[major]:
+            reason = _check_id3_frame(data, frame_id, major, frame_flags, body, frame_size, limits)
+            if reason:
+                return reason
         pos = body + frame_size
     return None
 
@@ -235,8 +247,8 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
 def _check_id3_frame(data: _Bytes, frame_id: bytes, major: int, flags: int, body: int,
                      size: int, limits: TagLimits) -> str | None:
     """Check one frame: a picture's size, a compressed frame's inflated size."""
-    name = frame_id.decode("ascii", "backslashreplace")
-    if frame_id in (b"APIC", b"PIC") and size > limits.max_picture_bytes:
+    name = _name(frame_id)
+    if frame_id in _ID3_PICTURES and size > limits.max_picture_bytes:
         return _too_big(f"ID3v2 picture frame {name}", size, limits.max_picture_bytes)
     declared: int | None = None
     if major == 4 and flags & 0x0008:
@@ -454,9 +466,8 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
             size, header = struct.unpack(">Q", data.exact(pos + 8, 8))[0], 16
         elif size == 0:
             size = end - pos  # "to the end of the file"
-        name = kind.decode("ascii", "backslashreplace")
         if size < header:
-            return f"MP4 box '{name}' with size {size} (smaller than its header)"
+            return f"MP4 box '{_name(kind)}' with size {size} (smaller than its header)"
         boxes += 1
         data.budget.spend()
         fillers += kind in _MP4_FILLERS
@@ -468,9 +479,9 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if items > limits.max_frames:
             return _too_many("MP4 ilst with {} items", limits.max_frames)
         if kind in _MP4_TAG_BOXES and size > limits.max_tag_bytes:
-            return _too_big(f"MP4 tag box '{name}'", size, limits.max_tag_bytes)
+            return _too_big(f"MP4 tag box '{_name(kind)}'", size, limits.max_tag_bytes)
         if kind not in _MP4_UNBOUNDED and size > limits.max_box_bytes:
-            return _too_big(f"MP4 box '{name}'", size, limits.max_box_bytes)
+            return _too_big(f"MP4 box '{_name(kind)}'", size, limits.max_box_bytes)
         if kind == b"data" and parent == b"covr" and size > limits.max_picture_bytes:
             return _too_big("MP4 cover (covr)", size, limits.max_picture_bytes)
         stack.append((pos + size, end, depth, parent))
@@ -511,14 +522,13 @@ def _check_chunks(data: _Bytes, offset: int, limits: TagLimits, form: _ChunkForm
     pos, chunks = offset + 12, 0
     while pos + 8 <= data.size:
         kind, size = struct.unpack(form.order + "4sI", data.exact(pos, 8))
-        name = kind.decode("ascii", "backslashreplace")
         chunks += 1
         data.budget.spend()
         if chunks > limits.max_atoms:
             return _too_many(f"{form.name} file with {{}} chunks", limits.max_atoms)
         # An audio chunk larger than the file is only a truncated or streamed file.
         if kind != form.audio and size > limits.max_box_bytes:
-            return _too_big(f"{form.name} chunk '{name}'", size, limits.max_box_bytes)
+            return _too_big(f"{form.name} chunk '{_name(kind)}'", size, limits.max_box_bytes)
         if kind in form.id3 and data.read(pos + 8, 3) == b"ID3":
             reason = _check_id3(data, pos + 8, limits)
             if reason:

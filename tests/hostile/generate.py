@@ -701,3 +701,22 @@ def write_parts(path: Path, parts: Parts) -> Path:
 def _length(parts: Parts) -> int:
     """How many bytes ``parts`` stand for."""
     return sum(part if isinstance(part, int) else len(part) for part in parts)
+
+
+def main() -> None:
+    """``python -m tests.hostile.generate FOLDER [--seed N] [--count N] [--fast]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=None)
+    parser.add_argument("--fast", action="store_true")
+    args = parser.parse_args()
+    cases = generate_all(args.folder, args.seed, args.count, args.fast)
+    for expect in ("refuse-precheck", "ok", "any"):
+        print(f"{expect:16} {sum(c.expect == expect for c in cases):4} files")
+
+
+if __name__ == "__main__":
+    main()
