@@ -1,4 +1,4 @@
-"""The pre-check refuses hostile tags and boxes quickly, in bounded memory, and passes real files."""
+"""The pre-check refuses hostile tags and boxes fast, in bounded memory, and passes real files."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_a_file_shorter_than_its_stated_size_passes(cases):
             assert check_file(fileobj, os.path.getsize(case.path) * 2 + 100, LIMITS) is None
 
 
-# --- quick and bounded -----------------------------------------------------------------------------
+# --- quick and bounded ---------------------------------------------------------------------------
 
 _MEASURE = """
 import json, os, resource, sys, time
@@ -181,7 +181,7 @@ def test_a_check_allocates_little_even_for_20_MB_tags(cases):
         tracemalloc.stop()
 
 
-# --- real files with ordinary tags written by mutagen ------------------------------------------------
+# --- real files with ordinary tags written by mutagen --------------------------------------------
 
 PICTURE = b"\xff\xd8\xff\xe0" + np.random.default_rng(7).bytes(2 * MiB - 4)
 
@@ -192,7 +192,7 @@ def _padding(info) -> int:
 
 
 def write_ordinary_tags(path: Path) -> Path:
-    """Tag a real clip the way a user's tagger would: a few text tags, a 2 MB cover, 1 MB padding."""
+    """Tag a real clip as a user's tagger would: a few text tags, a 2 MB cover, 1 MB padding."""
     import mutagen
     from mutagen.flac import Picture
     from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TPE1
@@ -268,6 +268,13 @@ small_limits = st.builds(TagLimits, **{
 })
 
 
+# No tag, a v2.4 tag of 32 bytes, a v2.3 tag with an extended header: headers before the format.
+ID3_PREFIXES = [b"", b"ID3\x04\x00\x00\x00\x00\x00\x20", b"ID3\x03\x00\x40\x00\x00\x02\x00"]
+# The time budget is asserted per call; hypothesis's own deadline would count shrinking too.
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
 def run_checked(data: bytes, size: int, limits: TagLimits) -> None:
     """check_file returns None or a reason, within the time budget."""
     start = time.perf_counter()
@@ -276,17 +283,17 @@ def run_checked(data: bytes, size: int, limits: TagLimits) -> None:
     assert reason is None or (isinstance(reason, str) and reason)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(data=st.binary(max_size=4096), size_delta=st.integers(-64, 64),
        limits=st.one_of(st.just(LIMITS), small_limits))
 def test_arbitrary_bytes_never_raise(data, size_delta, limits):
     run_checked(data, max(0, len(data) + size_delta), limits)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(which=st.integers(0, len(ENCODINGS) - 1),
        edits=st.lists(st.tuples(st.integers(0, 8 * 1024 - 1), st.integers(0, 255)), max_size=16),
-       prefix=st.sampled_from([b"", b"ID3\x04\x00\x00\x00\x00\x00\x20", b"ID3\x03\x00\x40\x00\x00\x02\x00"]),
+       prefix=st.sampled_from(ID3_PREFIXES),
        limits=st.one_of(st.just(LIMITS), small_limits))
 def test_mutated_real_headers_never_raise(which, edits, prefix, limits):
     data = bytearray(prefix + real_heads()[which])

@@ -13,9 +13,9 @@ import io
 import struct
 from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import BinaryIO
 
 MiB = 1024 * 1024
@@ -45,7 +45,7 @@ class TagLimits:
     boxes, a few hundred with chapters; a WAV or FLAC file has fewer than 20."""
 
     max_free_atoms: int = 100
-    """MP4 free/skip/wide boxes. Muxers write one or two; a flood of them crashes the decode path."""
+    """MP4 free/skip/wide boxes. Muxers write one or two; a flood of them crashes decoding."""
 
     max_depth: int = 32
     """MP4 box nesting. Real files nest 7 or 8 deep (moov/udta/meta/ilst/item/data)."""
@@ -103,7 +103,7 @@ class _Bytes:
         self._window = b""
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` (at most one window) bytes at ``offset``; fewer at the end of the file."""
+        """Up to ``length`` (at most a window) bytes at ``offset``; fewer at the end of the file."""
         length = min(length, self.WINDOW, self.size - offset)
         if offset < 0 or length <= 0:
             return b""
@@ -135,6 +135,11 @@ class _Bytes:
         return struct.unpack(order + "I", self.exact(offset, 4))[0]
 
 
+def _name(kind: bytes) -> str:
+    """A frame, box or chunk type as printable text: non-ASCII and control bytes escaped."""
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in kind)
+
+
 def _size(n: int) -> str:
     """A byte count for a person: '16 MB', '340 KB', '12 bytes'."""
     if n >= MiB:
@@ -159,6 +164,11 @@ def _too_big(what: str, n: int, limit: int) -> str:
 
 
 # --- ID3v2 ---------------------------------------------------------------------------------
+
+
+_ID3_PICTURES = frozenset({b"APIC", b"PIC"})
+# The frame flag saying "compressed with zlib", per major version (v2.2 has no frame flags).
+_ID3_COMPRESSED = {2: 0, 3: 0x0080, 4: 0x0008}
 
 
 def _syncsafe(raw: bytes) -> int | None:
@@ -215,7 +225,8 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
         else:
             frame_id, frame_flags = header[:4], int.from_bytes(header[8:10])
             # iTunes wrote v2.4 frame sizes as plain integers; a set high bit gives that away.
-            frame_size = (_syncsafe(header[4:8]) if major == 4 else None) or int.from_bytes(header[4:8])
+            plain = int.from_bytes(header[4:8])
+            frame_size = (_syncsafe(header[4:8]) if major == 4 else None) or plain
         frames += 1
         data.budget.spend()
         if frames > limits.max_frames:
@@ -224,9 +235,11 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
         body = pos + header_len
         if body + frame_size > end:
             return None  # a frame running past its tag is dropped by readers
-        reason = _check_id3_frame(data, frame_id, major, frame_flags, body, frame_size, limits)
-        if reason:
-            return reason
+        # Only pictures and compressed frames have more to check; most frames are neither.
+        if frame_id in _ID3_PICTURES or frame_flags & _ID3_COMPRESSED[major]:
+            reason = _check_id3_frame(data, frame_id, major, frame_flags, body, frame_size, limits)
+            if reason:
+                return reason
         pos = body + frame_size
     return None
 
@@ -234,8 +247,8 @@ def _walk_id3_frames(data: _Bytes, pos: int, end: int, major: int, limits: TagLi
 def _check_id3_frame(data: _Bytes, frame_id: bytes, major: int, flags: int, body: int,
                      size: int, limits: TagLimits) -> str | None:
     """Check one frame: a picture's size, a compressed frame's inflated size."""
-    name = frame_id.decode("ascii", "backslashreplace")
-    if frame_id in (b"APIC", b"PIC") and size > limits.max_picture_bytes:
+    name = _name(frame_id)
+    if frame_id in _ID3_PICTURES and size > limits.max_picture_bytes:
         return _too_big(f"ID3v2 picture frame {name}", size, limits.max_picture_bytes)
     declared: int | None = None
     if major == 4 and flags & 0x0008:
@@ -269,7 +282,8 @@ def _check_trailing_tags(data: _Bytes, limits: TagLimits) -> str | None:
         if size > limits.max_tag_bytes:
             return _too_big("ID3v2 tag", size, limits.max_tag_bytes)
         start = end - size - 20
-        if start >= 0 and data.read(start, 3) == b"ID3" and (reason := _check_id3(data, start, limits)):
+        is_tag = start >= 0 and data.read(start, 3) == b"ID3"
+        if is_tag and (reason := _check_id3(data, start, limits)):
             return reason
     footer = data.read(end - 32, 32)
     if footer[:8] == b"APETAGEX":
@@ -313,7 +327,8 @@ def _check_flac(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         pos += 4 + length
 
 
-def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str, limits: TagLimits) -> str | None:
+def _check_comments(data: _Bytes | _Packet, pos: int, end: int, where: str,
+                    limits: TagLimits) -> str | None:
     """Check a Vorbis comment list (vendor, count, comments) held in bytes ``pos``..``end``."""
     pos += 4 + struct.unpack("<I", data.exact(pos, 4))[0]  # skip the vendor string
     count = struct.unpack("<I", data.exact(pos, 4))[0]
@@ -369,7 +384,8 @@ class _Packet:
         return out
 
 
-def _ogg_packets(data: _Bytes, offset: int, limits: TagLimits) -> list[list[tuple[int, int]]] | None:
+def _ogg_packets(data: _Bytes, offset: int,
+                 limits: TagLimits) -> list[list[tuple[int, int]]] | None:
     """The first two packets of the first logical stream, as pieces; None if the second is over
     max_tag_bytes (the walk stops there, and after max_atoms pages)."""
     packets: list[list[tuple[int, int]]] = [[]]
@@ -417,7 +433,8 @@ def _check_ogg(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if ident.size >= len(ident_magic) and ident.exact(0, len(ident_magic)) == ident_magic:
             if comments.exact(0, len(comment_magic)) != comment_magic:
                 return None
-            return _check_comments(comments, len(comment_magic), comments.size, "Ogg stream", limits)
+            return _check_comments(comments, len(comment_magic), comments.size, "Ogg stream",
+                                   limits)
     return None  # Ogg FLAC, Speex, Theora: not ours to judge
 
 
@@ -449,9 +466,8 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
             size, header = struct.unpack(">Q", data.exact(pos + 8, 8))[0], 16
         elif size == 0:
             size = end - pos  # "to the end of the file"
-        name = kind.decode("ascii", "backslashreplace")
         if size < header:
-            return f"MP4 box '{name}' with size {size} (smaller than its header)"
+            return f"MP4 box '{_name(kind)}' with size {size} (smaller than its header)"
         boxes += 1
         data.budget.spend()
         fillers += kind in _MP4_FILLERS
@@ -463,9 +479,9 @@ def _check_mp4(data: _Bytes, offset: int, limits: TagLimits) -> str | None:
         if items > limits.max_frames:
             return _too_many("MP4 ilst with {} items", limits.max_frames)
         if kind in _MP4_TAG_BOXES and size > limits.max_tag_bytes:
-            return _too_big(f"MP4 tag box '{name}'", size, limits.max_tag_bytes)
+            return _too_big(f"MP4 tag box '{_name(kind)}'", size, limits.max_tag_bytes)
         if kind not in _MP4_UNBOUNDED and size > limits.max_box_bytes:
-            return _too_big(f"MP4 box '{name}'", size, limits.max_box_bytes)
+            return _too_big(f"MP4 box '{_name(kind)}'", size, limits.max_box_bytes)
         if kind == b"data" and parent == b"covr" and size > limits.max_picture_bytes:
             return _too_big("MP4 cover (covr)", size, limits.max_picture_bytes)
         stack.append((pos + size, end, depth, parent))
@@ -506,14 +522,13 @@ def _check_chunks(data: _Bytes, offset: int, limits: TagLimits, form: _ChunkForm
     pos, chunks = offset + 12, 0
     while pos + 8 <= data.size:
         kind, size = struct.unpack(form.order + "4sI", data.exact(pos, 8))
-        name = kind.decode("ascii", "backslashreplace")
         chunks += 1
         data.budget.spend()
         if chunks > limits.max_atoms:
             return _too_many(f"{form.name} file with {{}} chunks", limits.max_atoms)
         # An audio chunk larger than the file is only a truncated or streamed file.
         if kind != form.audio and size > limits.max_box_bytes:
-            return _too_big(f"{form.name} chunk '{name}'", size, limits.max_box_bytes)
+            return _too_big(f"{form.name} chunk '{_name(kind)}'", size, limits.max_box_bytes)
         if kind in form.id3 and data.read(pos + 8, 3) == b"ID3":
             reason = _check_id3(data, pos + 8, limits)
             if reason:

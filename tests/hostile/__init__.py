@@ -1,1 +1,1 @@
-"""Hostile and odd audio files made on the spot (numpy, PyAV and byte surgery), for tests and benches."""
+"""Hostile and odd audio files made on the spot with numpy, PyAV and byte surgery."""

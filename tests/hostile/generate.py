@@ -92,8 +92,8 @@ def encode(fmt: str, seconds: float = 1.0, rate: int = 44100, channels: int = 2,
         if enc.options:
             stream.codec_context.options = dict(enc.options)
         for start in range(0, n, 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 4096]),
-                                               format="fltp", layout=LAYOUTS[channels])
+            piece = np.ascontiguousarray(samples[:, start : start + 4096])
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=LAYOUTS[channels])
             frame.sample_rate = rate
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -122,7 +122,7 @@ def id3_frame(frame_id: bytes, body: bytes, version: int = 4, flags: int = 0) ->
 
 
 def id3_tag(frames: Parts, version: int = 4, padding: int = 0, flags: int = 0) -> Parts:
-    """An ID3v2 tag around ``frames``, with ``padding`` zero bytes (a hole) and an optional footer."""
+    """An ID3v2 tag around ``frames``, with ``padding`` zero bytes (a hole), maybe a footer."""
     size = _length(frames) + padding
     header = b"ID3" + bytes((version, 0, flags)) + syncsafe(size)
     footer = [b"3DI" + header[3:]] if flags & 0x10 else []
@@ -174,10 +174,12 @@ def zlib_zeros(inflated: int) -> bytes:
 
 def ape_tag(items: list[tuple[bytes, bytes]]) -> bytes:
     """An APEv2 tag (header, items, footer), as appended to mp3 files."""
-    body = b"".join(struct.pack("<II", len(value), 0) + key + b"\x00" + value for key, value in items)
+    body = b"".join(struct.pack("<II", len(value), 0) + key + b"\x00" + value
+                    for key, value in items)
 
     def frame(flags: int) -> bytes:
-        return b"APETAGEX" + struct.pack("<IIII", 2000, len(body) + 32, len(items), flags) + bytes(8)
+        fields = struct.pack("<IIII", 2000, len(body) + 32, len(items), flags)
+        return b"APETAGEX" + fields + bytes(8)
 
     return frame(0xA0000000) + body + frame(0x80000000)
 
@@ -333,7 +335,8 @@ def ogg_pages(data: bytes) -> list[tuple[int, int, int, list[int], bytes]]:
     """An Ogg file's pages as (flags, granule, serial, lacing, body)."""
     pos, pages = 0, []
     while pos + 27 <= len(data):
-        _, _, flags, granule, serial, _, _, count = struct.unpack("<4sBBqIIIB", data[pos : pos + 27])
+        header = struct.unpack("<4sBBqIIIB", data[pos : pos + 27])
+        _, _, flags, granule, serial, _, _, count = header
         lacing = list(data[pos + 27 : pos + 27 + count])
         body = data[pos + 27 + count : pos + 27 + count + sum(lacing)]
         pages.append((flags, granule, serial, lacing, body))
@@ -476,7 +479,7 @@ def _pictures(ctx: _Context, size: int) -> Output:
 
 
 def _padding(ctx: _Context, size: int) -> Output:
-    """``size`` bytes of padding in an ID3 tag and in FLAC (split over PADDING blocks of < 16 MB)."""
+    """``size`` bytes of padding in an ID3 tag and in FLAC (PADDING blocks of < 16 MB each)."""
     yield "padded.mp3", mp3_with_tag(ctx.clip("mp3"), [id3_frame(b"TIT2", b"\x03padded")],
                                      padding=size)
     blocks = [(1, [min(size - done, 9 * MiB)]) for done in range(0, size, 9 * MiB)]
@@ -484,7 +487,7 @@ def _padding(ctx: _Context, size: int) -> Output:
 
 
 def _id3_floods(ctx: _Context) -> Output:
-    """Tags with ctx.flood frames: TXXX (v2.3 and v2.4), COMM, and a v2.4 tag appended at the end."""
+    """Tags of ctx.flood frames: TXXX (v2.3 and v2.4), COMM, a v2.4 tag appended at the end."""
     mp3 = strip_id3(ctx.clip("mp3"))
     yield "txxx-v23.mp3", mp3_with_tag(mp3, [txxx_flood(ctx.flood, 3)], version=3)
     yield "txxx-v24.mp3", mp3_with_tag(mp3, [txxx_flood(ctx.flood)])
@@ -500,7 +503,8 @@ def _comment_floods(ctx: _Context) -> Output:
     yield "id3-then-comments.flac", [*id3_tag([id3_frame(b"TIT2", b"\x03x")]),
                                      *flac_with(ctx.clip("flac"), block)]
     for fmt in ("ogg", "opus"):
-        yield f"comments.{fmt}", [ogg_with_comments(ctx.clip(fmt), ogg_comment_packet(fmt, comments))]
+        packet = ogg_comment_packet(fmt, comments)
+        yield f"comments.{fmt}", [ogg_with_comments(ctx.clip(fmt), packet)]
 
 
 def _item_floods(ctx: _Context) -> Output:
@@ -627,10 +631,9 @@ def _unreadable(ctx: _Context) -> Output:
 def _make_socket(path: Path) -> None:
     """A UNIX socket file at ``path``, bound at a short temporary path and moved (paths > 107
     bytes cannot be bound)."""
-    with tempfile.TemporaryDirectory() as short:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(os.path.join(short, "s"))
-            os.rename(os.path.join(short, "s"), path)
+    with tempfile.TemporaryDirectory() as short, socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(os.path.join(short, "s"))
+        os.rename(os.path.join(short, "s"), path)
 
 
 CLASSES: tuple[HostileClass, ...] = (
@@ -698,3 +701,22 @@ def write_parts(path: Path, parts: Parts) -> Path:
 def _length(parts: Parts) -> int:
     """How many bytes ``parts`` stand for."""
     return sum(part if isinstance(part, int) else len(part) for part in parts)
+
+
+def main() -> None:
+    """``python -m tests.hostile.generate FOLDER [--seed N] [--count N] [--fast]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=None)
+    parser.add_argument("--fast", action="store_true")
+    args = parser.parse_args()
+    cases = generate_all(args.folder, args.seed, args.count, args.fast)
+    for expect in ("refuse-precheck", "ok", "any"):
+        print(f"{expect:16} {sum(c.expect == expect for c in cases):4} files")
+
+
+if __name__ == "__main__":
+    main()
