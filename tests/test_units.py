@@ -178,3 +178,14 @@ def test_install_system_below_a_root_dir(tmp_path):
             "--shell /usr/sbin/nologin libtagger") in result.output
     assert not (root / "etc/passwd").exists()
     assert "systemctl enable --now libtagger" in result.output
+
+
+def test_system_plan_without_root_only_prints_useradd(tmp_path):
+    from libtagger.service.install import plan_install
+
+    plan = plan_install("system", [str(tmp_path)], None, is_root=False,
+                        executable=sys.executable)
+    assert plan.unit_path == Path("/etc/systemd/system/libtagger.service")
+    assert not plan.run_add_user
+    assert plan.next_steps[:2] == ("sudo systemctl daemon-reload",
+                                   "sudo systemctl enable --now libtagger")

@@ -76,7 +76,8 @@ def service() -> None:
               help="Music folder to watch; repeat for several (default: library.roots).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
               default=None, help="Config file the service reads (default: the usual one).")
-@click.option("--dry-run", is_flag=True, help="Print the unit and what would be done; change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the unit and what would be done; change nothing.")
 @click.option("--force", is_flag=True, help="Replace a different unit that is already installed.")
 @click.option("--root-dir", type=click.Path(file_okay=False), default=None, hidden=True,
               help="Install below this folder (packaging, tests); runs nothing, like "
@@ -126,15 +127,15 @@ def install(ctx: click.Context, kind: str, roots: tuple[str, ...], config_path: 
             click.echo(f"would {'replace' if plan.existing else 'write'} {plan.unit_path}")
         click.echo("then:")
     else:
+        if plan.add_user and not plan.run_add_user:
+            prefix = "" if root_dir else "sudo "
+            click.echo(f"the user {plan.add_user[-1]} is missing; create it with:\n"
+                       f"  {prefix}{shlex.join(plan.add_user)}")
         carry_out(plan, force=force)
         for folder in plan.folders:
             click.echo(f"created {folder}")
         if plan.run_add_user and plan.add_user:
             click.echo(f"ran: {shlex.join(plan.add_user)}")
-        elif plan.add_user:
-            prefix = "" if root_dir else "sudo "
-            click.echo(f"the user {plan.add_user[-1]} is missing; create it with:\n"
-                       f"  {prefix}{shlex.join(plan.add_user)}")
         click.echo(f"{'up to date' if plan.existing == plan.unit else 'wrote'}: {plan.unit_path}")
         click.echo("next:")
     for step in plan.next_steps:

@@ -90,7 +90,8 @@ def _command_word(value: str) -> str:
 
 def _header(kind: str) -> str:
     if kind == "user":
-        first = "# libtagger watch as a per-user service (systemctl --user), for the music in your home."
+        first = ("# libtagger watch as a per-user service (systemctl --user), for the music in "
+                 "your home.")
         command = "libtagger service install --user"
     else:
         first = "# libtagger watch as a system service, running as the dedicated user libtagger."
