@@ -30,7 +30,7 @@ from libtagger.commands.common import (
 )
 from libtagger.commands.library import db, export, query, runs, scan, show, stats, undo
 from libtagger.commands.personal import learn, similar
-from libtagger.commands.service import status, watch
+from libtagger.commands.service import service, status, watch
 from libtagger.errors import LibtaggerError, display_path
 
 
@@ -203,3 +203,4 @@ def models(tags: bool) -> None:
 
 for _command in (db, export, learn, query, runs, scan, show, similar, stats, status, undo, watch):
     main.add_command(_command)
+main.add_command(service)
