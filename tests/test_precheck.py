@@ -23,8 +23,10 @@ from tests.hostile.generate import ENCODINGS, Case, encode, generate_all
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCERS = Path("/work/shared/hostile")
 LIMITS = TagLimits()
-# Per file, best of a few runs; the slowest hostile file takes ~20 ms on a laptop-class CPU.
-BUDGET_MS = 50.0
+# Per file, best of a few runs. The slowest hostile file takes ~20 ms; the bound is a guard
+# against a walk that reads or loops over a whole flood (seconds), not a speed figure, so it
+# leaves room for a loaded CI machine.
+BUDGET_MS = 500.0
 
 # What each refused file must be refused for: (class, file name) -> part of the reason.
 # A new "refuse-precheck" case fails test_every_refused_case_has_an_expected_reason until

@@ -32,6 +32,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+try:
+    import audiogen  # tests/ is on sys.path under pytest
+except ImportError:  # run as python -m tests.hostile.generate
+    from tests import audiogen  # type: ignore[no-redef]
+
 MiB = 1024 * 1024
 
 # A file's content as pieces: bytes are written, an int is a run of that many zero bytes left
@@ -53,26 +58,8 @@ class Case:
 # --- real audio ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Encoding:
-    """How one format is written: FFmpeg muxer, encoder, and the sample rate it insists on."""
-
-    container: str
-    codec: str
-    rate: int | None = None
-    options: tuple[tuple[str, str], ...] = ()
-
-
-ENCODINGS: dict[str, Encoding] = {
-    "mp3": Encoding("mp3", "libmp3lame"),
-    "flac": Encoding("flac", "flac"),
-    "m4a": Encoding("ipod", "aac"),
-    "ogg": Encoding("ogg", "vorbis", options=(("strict", "experimental"),)),
-    "opus": Encoding("ogg", "libopus", rate=48000),
-    "wav": Encoding("wav", "pcm_s16le"),
-    "aiff": Encoding("aiff", "pcm_s16be"),
-}
-LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+# The formats and encoders are the test suite's own (tests/audiogen.py).
+ENCODINGS, LAYOUTS = audiogen.ENCODINGS, audiogen.LAYOUTS
 
 
 def encode(fmt: str, seconds: float = 1.0, rate: int = 44100, channels: int = 2,
