@@ -229,3 +229,24 @@ def test_the_hostile_reproducers_cost_only_themselves(tmp_path, song):
         assert not session.scalars(select(TagWrite).where(TagWrite.state == "planned")).all()
     code, out, _ = scan(tmp_path / "lib.db", str(root), config=config)
     assert "classified 0" in out  # a bad file waits for a change; it is not retried
+
+
+def _crash_or_hang(item: int) -> int:
+    if item == 1:
+        os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug does
+    if item == 2:
+        time.sleep(30)  # a parser stuck in a tag flood
+    return item * 10
+
+
+def test_a_crashing_or_hanging_worker_costs_only_its_item():
+    """Regression: one segfault broke the pool (BrokenProcessPool) and every file after it."""
+    from libtagger.config import LimitsConfig
+    from libtagger.pipeline.runner import Runner, WorkerDied
+
+    limits = LimitsConfig(seconds_per_file=2.0)
+    with Runner(_crash_or_hang, 2, limits) as runner:
+        results = dict(runner.run(range(6), ordered=True))
+    assert [results[i] for i in (0, 3, 4, 5)] == [0, 30, 40, 50]
+    assert isinstance(results[1], WorkerDied) and results[1].reason == "decoder crashed (SIGSEGV)"
+    assert isinstance(results[2], WorkerDied) and "took longer than 2 s" in results[2].reason
