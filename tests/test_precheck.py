@@ -21,7 +21,7 @@ from libtagger.analysis.precheck import MiB, TagLimits, check_file
 from tests.hostile.generate import ENCODINGS, Case, encode, generate_all
 
 REPO = Path(__file__).resolve().parent.parent
-REPRODUCERS = Path("/work/shared/hostile")
+REPRODUCERS = Path(__file__).resolve().parent.parent.parent / "shared" / "hostile"  # ../shared
 LIMITS = TagLimits()
 # Per file, best of a few runs. The slowest hostile file takes ~20 ms; the bound is a guard
 # against a walk that reads or loops over a whole flood (seconds), not a speed figure, so it
