@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import scipy.fft  # librosa's own dependency; its float32 FFT is ~3x numpy's here
 
 
 def kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
@@ -106,8 +107,9 @@ class EfficientATFrontEnd:
         padded = np.pad(emphasised, ((0, 0), (half, half)), mode="reflect")
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=1)
         frames = frames[:, :: self.hop_length]
-        spectrum = np.fft.rfft(frames * self.fft_window, axis=-1)
-        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        spectrum = scipy.fft.rfft(frames * self.fft_window, axis=-1, overwrite_x=True)
+        power = np.square(spectrum.real)
+        power += np.square(spectrum.imag)
         mel = np.matmul(self.mel_bank, power.transpose(0, 2, 1))
         patches = (np.log(mel + np.float32(self.log_offset)) + self.norm_shift) / self.norm_scale
         return patches[:, None].astype(np.float32)
