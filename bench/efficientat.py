@@ -83,7 +83,7 @@ def main() -> None:
         interp.invoke()
         first_ms = 1000 * (time.perf_counter() - start)
 
-        def call() -> None:
+        def call(interp: Interpreter = interp, index: int = index) -> None:
             interp.set_tensor(index, patches)
             interp.invoke()
 

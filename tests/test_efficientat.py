@@ -59,8 +59,10 @@ def run(interp: Interpreter, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     interp.allocate_tensors()
     interp.set_tensor(index, np.ascontiguousarray(mel, dtype=np.float32))
     interp.invoke()
-    outputs = {int(d["shape"][-1]): interp.get_tensor(d["index"]).copy()
-               for d in interp.get_output_details()}
+    outputs = {
+        int(d["shape"][-1]): interp.get_tensor(d["index"]).copy()
+        for d in interp.get_output_details()
+    }
     return outputs[527], outputs[384]
 
 
@@ -145,8 +147,18 @@ def test_sidecar_describes_the_file():
     assert labels[235] == "Jazz" and labels[264] == "Traditional music"
     fe = sidecar["frontend"]
     assert fe["kind"] == "efficientat"
-    for field in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax",
-                  "preemphasis", "log_offset", "window_seconds"):
+    for field in (
+        "sample_rate",
+        "n_fft",
+        "win_length",
+        "hop_length",
+        "n_mels",
+        "fmin",
+        "fmax",
+        "preemphasis",
+        "log_offset",
+        "window_seconds",
+    ):
         assert fe[field] == getattr(FE, field), field
     assert fe["patch_frames"] == FE.frames(FE.window_samples)
     assert sidecar["licence"].startswith("MIT")

@@ -85,7 +85,7 @@ TOLERANCE = 1e-4
 
 # torchvision's ConvNormActivation as EfficientAT uses it: conv, optional norm, optional
 # activation, in a Sequential so the state dict keys are <block>.0 / .1 / .2.
-CONV_NORM_ACTIVATION = '''
+CONV_NORM_ACTIVATION = """
 import torch
 
 
@@ -105,7 +105,7 @@ class ConvNormActivation(torch.nn.Sequential):
             layers.append(activation_layer() if inplace is None else activation_layer(inplace=inplace))
         super().__init__(*layers)
         self.out_channels = out_channels
-'''
+"""
 
 
 def golden_audio(seed: int = 11) -> np.ndarray:
@@ -148,10 +148,13 @@ def load_kaldi_module(wheel: Path) -> types.ModuleType:
     kaldi.__file__ = f"{wheel}!torchaudio/compliance/kaldi.py"
     package.compliance, compliance.kaldi = compliance, kaldi
     sys.modules.update(
-        {"torchaudio": package, "torchaudio.compliance": compliance,
-         "torchaudio.compliance.kaldi": kaldi}
+        {
+            "torchaudio": package,
+            "torchaudio.compliance": compliance,
+            "torchaudio.compliance.kaldi": kaldi,
+        }
     )
-    exec(compile(code, kaldi.__file__, "exec"), kaldi.__dict__)
+    exec(compile(code, kaldi.__file__, "exec"), kaldi.__dict__)  # noqa: S102 - torchaudio's own file
     return kaldi
 
 
@@ -210,9 +213,15 @@ def check_mel_bank(kaldi: types.ModuleType) -> float:
 
 def build_network():
     """EfficientAT's ``mn04_as`` with its AudioSet weights, in eval mode."""
+    import torch
     from models.mn.model import get_model
 
     net = get_model(width_mult=0.4, pretrained_name=NAME, strides=[2, 2, 2, 2], head_type="mlp")
+    # Upstream falls back to a non-strict load with only a print; insist every weight landed.
+    saved = torch.load(Path("resources") / WEIGHTS, map_location="cpu")
+    loaded = net.state_dict()
+    assert saved.keys() == loaded.keys(), "state dict keys differ (ConvNormActivation stand-in?)"
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved), "a weight did not load"
     return net.eval()
 
 
@@ -331,9 +340,15 @@ def main() -> None:
 
         fe = FRONTEND
         mel_module = AugmentMelSTFT(
-            n_mels=fe.n_mels, sr=fe.sample_rate, win_length=fe.win_length,
-            hopsize=fe.hop_length, n_fft=fe.n_fft, freqm=0, timem=0,
-            fmin=fe.fmin, fmax=fe.fmax,
+            n_mels=fe.n_mels,
+            sr=fe.sample_rate,
+            win_length=fe.win_length,
+            hopsize=fe.hop_length,
+            n_fft=fe.n_fft,
+            freqm=0,
+            timem=0,
+            fmin=fe.fmin,
+            fmax=fe.fmax,
         ).eval()
         net = build_network()
     with torch.no_grad():
@@ -345,8 +360,10 @@ def main() -> None:
     assert mel.shape == (1, 1, fe.n_mels, frames), mel.shape
     assert torch.allclose(probs, torch.sigmoid(logits)) and torch.allclose(embedding, features)
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"front-end: {tuple(mel.shape)}; network {n_params:,} parameters, "
-          f"embedding {embedding.shape[1]}")
+    print(
+        f"front-end: {tuple(mel.shape)}; network {n_params:,} parameters, "
+        f"embedding {embedding.shape[1]}"
+    )
 
     ours = fe.log_mel(audio.numpy())
     print(f"front-end: max |numpy - torch| = {np.abs(ours - mel.numpy()).max():.2e}")
@@ -366,8 +383,11 @@ def main() -> None:
     write_outputs(source, content, dynamic, args.float16, int(emb_np.shape[1]))
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
-        GOLDEN, audio_int16=audio_int16, mel=mel_np,
-        probabilities=probs_np.astype(np.float32), embedding=emb_np.astype(np.float32),
+        GOLDEN,
+        audio_int16=audio_int16,
+        mel=mel_np,
+        probabilities=probs_np.astype(np.float32),
+        embedding=emb_np.astype(np.float32),
     )
     print(f"wrote {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size / 1e6:.2f} MB)")
 
