@@ -430,7 +430,7 @@ def write_outputs(source: Path, content: bytes, dynamic: bool, float16: bool, di
         "published_map": 0.432,
         "sha256": hashlib.sha256(content).hexdigest(),
         "source": "EfficientAT (github.com/fschmid56/EfficientAT) release v0.0.1, "
-        f"{WEIGHTS} (sha256 {WEIGHTS_SHA256[:12]}…)",
+        f"{WEIGHTS} (sha256 {WEIGHTS_SHA256})",
         "licence": "MIT, Copyright (c) 2022 Florian Schmid",
         "label_attribution": "AudioSet ontology labels, Google, CC BY 4.0",
     }
