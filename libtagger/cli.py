@@ -136,7 +136,7 @@ def classify(
 @main.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".",
-              show_default=True, help="Folder for evaluation.json and confusion.png.")
+              show_default=True, help="Folder for evaluation.json, confusion.png and precision_coverage.png.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
 @click.option("--model", "models", multiple=True,
               help="CNN model to use (repeat to combine), or 'default' / 'personal' (your head "
@@ -167,8 +167,8 @@ def evaluate(
         raise click.UsageError(f"no audio files in {directory}/<genre>/ folders")
     paths = [p for p, _ in labelled]
     results = list(classify_many(paths, config, jobs or default_jobs(len(paths)), head=head))
-    report = run_evaluation(labelled, results)
-    json_path, png_path = write_reports(report, out_dir)
+    report = run_evaluation(labelled, results, {n.name: n.parent for n in config.genres})
+    written = write_reports(report, out_dir)
 
     click.echo(f"model: {report.model}")
     click.echo(f"tracks: {len(report.files)}  failed: {len(report.failures)}")
@@ -178,7 +178,12 @@ def evaluate(
         click.echo(f"{genre:<16}{m['precision']:>10.2f}{m['recall']:>8.2f}{m['f1']:>8.2f}{m['support']:>5}")
     for failure in report.failures:
         click.echo(f"error: {display_path(failure.path)}: {failure.reason}", err=True)
-    click.echo(f"wrote {json_path} and {png_path}")
+    w = report.written
+    if w.get("written") is not None and report.files:
+        precision = f"{w['precision']:.0%}" if w["precision"] is not None else "-"
+        click.echo(f"written at the configured gates: {w['coverage']:.0%} of tracks "
+                   f"({w['written']}/{len(report.files)}), {precision} of them right")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
     if report.failures:
         sys.exit(EXIT_FILE_FAILURES)
 
@@ -195,7 +200,7 @@ def models(tags: bool) -> None:
         info = ModelInfo.from_sidecar(data, name)
         click.echo(
             f"{info.name:<12} {len(info.labels)} tags, {info.embedding_dim}-d embeddings, "
-            f"ROC-AUC {info.published_roc_auc} on {info.dataset}; licence {info.licence}"
+            f"{info.accuracy} on {info.dataset}; licence {info.licence}"
         )
         if tags:
             click.echo("    " + ", ".join(info.labels))

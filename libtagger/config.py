@@ -21,45 +21,71 @@ from libtagger.errors import ConfigError
 APP_NAME = "libtagger"
 CONFIG_ENV = "LIBTAGGER_CONFIG"
 
-# Canonical genre name -> the model tags that count as it. Tags are matched case-insensitively
-# against every model's labels; a genre scores the best of its tags.
-DEFAULT_GENRES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
-    {
-        "Rock": ("rock", "classic rock", "hard rock", "alternative rock", "indie rock",
-                 "progressive rock"),
-        "Pop": ("pop", "indie pop"),
-        "Indie": ("indie", "alternative"),
-        "Electronic": ("electronic", "electronica", "electro", "techno"),
-        "Dance": ("dance",),
-        "House": ("house",),
-        "Hip-Hop": ("hip-hop",),
-        "R&B": ("rnb",),
-        "Soul": ("soul",),
-        "Funk": ("funk",),
-        "Jazz": ("jazz",),
-        "Blues": ("blues",),
-        "Metal": ("metal", "heavy metal"),
-        "Punk": ("punk",),
-        "Folk": ("folk",),
-        "Country": ("country",),
-        "Ambient": ("ambient", "chillout"),
-        "Easy Listening": ("easy listening",),
-        "New Age": ("new age",),
-        "Experimental": ("experimental",),
-        "Classical": ("classical", "classic"),
-        "Opera": ("opera",),
-    }.items()
-)
+@dataclass(frozen=True)
+class GenreNode:
+    """One node of the genre tree: a broad genre (no parent) or a style under one."""
+
+    name: str
+    tags: tuple[str, ...]
+    """The model tags that count as this node, in any model's vocabulary (case and
+    punctuation ignored). A broad genre also counts every style under it."""
+    parent: str | None = None
+
+
+def _tree(spec: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]]) -> tuple[GenreNode, ...]:
+    nodes: list[GenreNode] = []
+    for name, (tags, styles) in spec.items():
+        nodes.append(GenreNode(name, tags))
+        nodes += [GenreNode(style, style_tags, name) for style, style_tags in styles.items()]
+    return tuple(nodes)
+
+
+# The genre tree: broad genre -> (its own tags, {style: tags}). musicnn's tags (MSD, MTT) are
+# lower case; AudioSet's (EfficientAT) are its ontology's names. A genre only one network can
+# name (Reggae, Latin, Disco, World) is held to the stricter style gate.
+DEFAULT_GENRES: tuple[GenreNode, ...] = _tree({
+    "Rock": (("rock", "classic rock", "hard rock", "alternative rock", "indie rock",
+              "Rock music"),
+             {"Progressive Rock": ("progressive rock",), "Punk": ("punk", "Punk rock"),
+              "Grunge": ("Grunge",), "Psychedelic Rock": ("Psychedelic rock",),
+              "Rock and Roll": ("Rock and roll",)}),
+    "Metal": (("metal", "heavy metal"), {}),
+    "Pop": (("pop", "indie pop", "Pop music"), {}),
+    "Electronic": (("electronic", "electronica", "electro", "Electronic music",
+                    "Electronic dance music"),
+                   {"House": ("house", "House music"), "Techno": ("techno",),
+                    "Trance": ("Trance music",), "Drum & Bass": ("Drum and bass",),
+                    "Dubstep": ("Dubstep",), "Ambient": ("ambient", "chillout", "Ambient music")}),
+    "Hip-Hop": (("hip-hop", "Hip hop music"), {}),
+    "R&B": (("rnb", "Rhythm and blues"), {"Soul": ("soul", "Soul music")}),
+    "Funk": (("funk",), {}),
+    "Disco": (("Disco",), {}),
+    "Jazz": (("jazz",), {"Swing": ("Swing music",)}),
+    "Blues": (("blues",), {}),
+    "Country": (("country",), {"Bluegrass": ("Bluegrass",)}),
+    "Folk": (("folk", "Folk music"), {}),
+    "Reggae": (("Reggae",), {"Ska": ("Ska",)}),
+    "Latin": (("Music of Latin America",), {"Salsa": ("Salsa music",), "Flamenco": ("Flamenco",)}),
+    "Classical": (("classical", "classic", "Classical music"), {"Opera": ("opera",)}),
+    "World": (("Middle Eastern music", "Music of Africa", "Music of Asia", "Traditional music",
+               "indian", "sitar"),
+              {"Afrobeat": ("Afrobeat",), "Carnatic": ("Carnatic music",),
+               "Bollywood": ("Music of Bollywood",)}),
+    "New Age": (("new age", "New-age music"), {}),
+    "Gospel": (("Gospel music", "Christian music"), {}),
+})
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     """How tracks are cut into windows and voted into genres."""
 
-    models: tuple[str, ...] = ("msd_vgg", "mtt_vgg")
-    """Shipped model names or paths to ``.tflite`` files (with a sidecar); scores are averaged."""
-    windows: int = 8
-    """Windows (3 s each) classified per track, spread over it."""
+    models: tuple[str, ...] = ("msd_vgg", "mtt_vgg", "mn04_as")
+    """Shipped model names or paths to ``.tflite`` files (with a sidecar). Models with the same
+    front-end form one network (their scores are averaged); networks vote independently."""
+    windows: int = 4
+    """Stretches of audio decoded per track, spread over it: 10 s each when EfficientAT is
+    configured (musicnn classifies three 3-s windows of each), else 3 s."""
     edge_skip: float = 0.1
     """Fraction of the track skipped at each end when spreading windows (intros, fade-outs)."""
     timeline_min_duration: float = 600.0
@@ -98,11 +124,19 @@ class TagConfig:
     policy: str = "fill_empty"
     """fill_empty: only files without a genre; replace: overwrite it; append: add ours to it."""
     max_genres: int = 1
-    """Genres written per file, best first."""
-    min_score: float = 0.2
-    """A genre is written only if its score is at least this."""
+    """Genres written per file: 1 writes the decided genre (a style, or its parent); 2 writes
+    a certain style and its parent ("House; Electronic")."""
+    level: str = "style"
+    """style: write a style when its own evidence is certain, else its broad genre; genre:
+    write broad genres only."""
+    min_score: float = 0.1
+    """A genre is written only if its score (mean probability over windows and networks) is
+    at least this."""
     min_confidence: float = 0.5
-    """Nothing is written unless this share of windows agrees on the best genre."""
+    """A broad genre is written only if the networks name the same one and at least this
+    share of their windows vote for it."""
+    style_confidence: float = 0.66
+    """The stricter gate for a style (and for a broad genre only one network can name)."""
     separator: str = "; "
     """Joins several genres where the format holds one string (ID3v2.3 TCON)."""
     id3_version: int = 3
@@ -113,6 +147,7 @@ class TagConfig:
 
 
 TAG_POLICIES = ("fill_empty", "replace", "append")
+TAG_LEVELS = ("style", "genre")
 
 
 @dataclass(frozen=True)
@@ -194,8 +229,8 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     personal: PersonalConfig = field(default_factory=PersonalConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    genres: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_GENRES
-    """(canonical genre, model tags) pairs, in the order ties are broken."""
+    genres: tuple[GenreNode, ...] = DEFAULT_GENRES
+    """The genre tree, in the order ties are broken."""
     source: str | None = None
     """The file this was read from; None for the built-in defaults."""
 
@@ -333,7 +368,9 @@ def _check_tags(t: TagConfig, where: str) -> None:
         raise ConfigError(f"{where}tags.max_genres must be at least 1")
     if t.id3_version not in (3, 4):
         raise ConfigError(f"{where}tags.id3_version must be 3 or 4")
-    for key in ("min_score", "min_confidence"):
+    if t.level not in TAG_LEVELS:
+        raise ConfigError(f"{where}tags.level must be one of {', '.join(TAG_LEVELS)}")
+    for key in ("min_score", "min_confidence", "style_confidence"):
         if not 0.0 <= getattr(t, key) <= 1.0:
             raise ConfigError(f"{where}tags.{key} must be in [0, 1]")
     if not t.separator:
@@ -365,13 +402,34 @@ def _personal(raw: Any, where: str) -> PersonalConfig:
     return replace(section, aliases=tuple(table))
 
 
-def _genres(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The [genres] table: canonical name -> list of model tags."""
+def _genres(raw: Any, where: str) -> tuple[GenreNode, ...]:
+    """The [genres] tree. A node is a table ``{tags = [...], parent = "Broad"}``; the old flat
+    form ``Name = [tags]`` is a broad genre with those tags. The table replaces the default
+    tree as a whole (it says what you want written), so it must be complete.
+
+    Raises:
+        ConfigError: a malformed node, an unknown parent, or a style under a style.
+    """
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{where}[genres] must be a non-empty table of name = [tags]")
-    table: dict[str, tuple[str, ...]] = {}
-    for name, tags in raw.items():
+        raise ConfigError(f"{where}[genres] must be a non-empty table of genres")
+    nodes: list[GenreNode] = []
+    for name, value in raw.items():
+        if isinstance(value, list):
+            value = {"tags": value}
+        if not isinstance(value, dict) or set(value) - {"tags", "parent"}:
+            raise ConfigError(f"{where}genres.{name} must be a list of model tags or a table "
+                              "with tags = [...] and an optional parent = \"Broad genre\"")
+        tags, parent = value.get("tags"), value.get("parent")
         if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
-            raise ConfigError(f"{where}genres.{name} must be a non-empty list of model tags")
-        table[name] = tuple(tags)
-    return tuple(table.items())
+            raise ConfigError(f"{where}genres.{name}.tags must be a non-empty list of model tags")
+        if parent is not None and not isinstance(parent, str):
+            raise ConfigError(f"{where}genres.{name}.parent must be the name of a broad genre")
+        nodes.append(GenreNode(name, tuple(tags), parent))
+    broad = {n.name for n in nodes if n.parent is None}
+    for node in nodes:
+        if node.parent is not None and node.parent not in broad:
+            known = ", ".join(sorted(broad)) or "none"
+            raise ConfigError(f"{where}genres.{node.name}.parent: {node.parent!r} is not a broad "
+                              f"genre of [genres] (broad genres: {known}; a style cannot have "
+                              "styles)")
+    return tuple(nodes)

@@ -29,7 +29,7 @@ def test_classify_prints_top_genres_per_file(runner, audio_dir):
     assert [line.split("\t")[0] for line in lines] == files
     for line in lines:
         genres = line.split("\t")[1].split(", ")
-        assert len(genres) == 3
+        assert 1 <= len(genres) <= 3
         for item in genres:
             name, score = item.rsplit(" ", 1)
             assert name and 0.0 <= float(score) <= 1.0
@@ -42,11 +42,14 @@ def test_json_lines_have_the_documented_fields(runner, audio_dir):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in records] == files
     for r in records:
-        assert r["model"] == "msd_vgg+mtt_vgg"
+        assert r["model"] == "msd_vgg+mtt_vgg+mn04_as"
         assert r["duration"] == pytest.approx(20.0, abs=0.1)
-        assert r["windows"] == 7
-        scores = [g["score"] for g in r["genres"]]
-        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert r["windows"] == 2  # two 10-s stretches: all of a 20-s file
+        decided = r["decision"]["genres"]
+        assert set(r["decision"]) == {"genres", "level", "confidence", "reason", "networks"}
+        assert [g["genre"] for g in r["genres"][: len(decided)]] == decided
+        rest = [g["score"] for g in r["genres"][len(decided):]]
+        assert rest == sorted(rest, reverse=True) and 1 <= len(r["genres"]) <= 3
         assert all(set(g) == {"genre", "score", "confidence"} for g in r["genres"])
         assert "timeline" not in r
 
@@ -56,18 +59,18 @@ def test_windows_flag_adds_the_timeline(runner, long_mp3):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     timeline = record["timeline"]
-    assert len(timeline) == record["windows"] == 30  # 90 s in 2.992 s windows
+    assert len(timeline) == record["windows"] == 9  # 90 s in 10-s stretches
     starts = [w["start"] for w in timeline]
     assert starts == sorted(starts) and starts[0] == 0.0
     assert all(w["genre"] and 0 <= w["score"] <= 1 for w in timeline)
     text = runner.invoke(main, ["classify", "--windows", str(long_mp3)])
-    assert text.stdout.count("\n") == 31 and "0:00 - 0:03" in text.stdout
+    assert text.stdout.count("\n") == 10 and "0:00 - 0:10" in text.stdout
 
 
 def test_sampled_windows_agree_with_the_full_timeline(classifier, long_mp3):
     sampled = classifier.classify(long_mp3)
     full = classifier.classify(long_mp3, timeline=True)
-    assert sampled.windows == 8 and full.windows == 30
+    assert sampled.windows == 4 and full.windows == 9
     assert sampled.genres[0].genre == full.genres[0].genre
 
 
@@ -135,6 +138,17 @@ def test_evaluate_writes_metrics_json_and_png(runner, tmp_path):
     png = (out / "confusion.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert f"accuracy: {report['accuracy']:.1%}" in result.stdout
+    # What users care about: what the gates would write, and how precision trades coverage.
+    written = report["written"]
+    assert written["tracks"] == 4 and 0 <= written["written"] <= 4
+    assert written["coverage"] == pytest.approx(written["written"] / 4)
+    curve = written["curve"]
+    assert [c["gate"] for c in curve][:3] == [0.0, 0.05, 0.1] and curve[-1]["gate"] == 1.0
+    coverages = [c["coverage"] for c in curve]
+    assert coverages == sorted(coverages, reverse=True)  # a higher gate never writes more
+    assert "written at the configured gates: " in result.stdout
+    curve_png = (out / "precision_coverage.png").read_bytes()
+    assert curve_png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_folder_matching_is_normalised(runner, tmp_path):
@@ -154,7 +168,9 @@ def test_evaluate_folder_matching_is_normalised(runner, tmp_path):
 def test_python_api(audio_dir):
     result = classify_file(audio_dir / "song.m4a")
     assert isinstance(result, TrackResult)
-    assert result.genres and result.embeddings.shape == (result.windows, 512)
+    # One embedding per stretch: musicnn's two (256 + 256, averaged over its windows) and
+    # EfficientAT's (384), side by side.
+    assert result.genres and result.embeddings.shape == (result.windows, 896)
 
 
 def test_installed_console_script_runs(audio_dir):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from conftest import REPO
 
-from libtagger.config import Config, load_config
+from libtagger.config import Config, GenreNode, load_config
 from libtagger.errors import ConfigError
 
 
@@ -33,9 +33,27 @@ def test_values_are_read_and_frozen(tmp_path):
     assert config.classifier.windows == 4
     assert config.classifier.models == ("msd_vgg",)
     assert config.classifier.min_score == 0.0
-    assert config.genres == (("Guitar Music", ("rock", "guitar")),)
+    assert config.genres == (GenreNode("Guitar Music", ("rock", "guitar")),)  # the old flat form
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.classifier.windows = 9  # type: ignore[misc]
+
+
+def test_the_genre_tree_is_read_and_checked(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[genres]\nElectronic = { tags = ["electronic"] }\n'
+                    'House = { tags = ["house", "House music"], parent = "Electronic" }\n')
+    assert load_config(path).genres == (
+        GenreNode("Electronic", ("electronic",)),
+        GenreNode("House", ("house", "House music"), "Electronic"))
+    path.write_text('[genres]\nHouse = { tags = ["house"], parent = "Electronik" }\n')
+    with pytest.raises(ConfigError, match="'Electronik' is not a broad genre"):
+        load_config(path)
+    path.write_text('[genres]\nHouse = { tag = ["house"] }\n')
+    with pytest.raises(ConfigError, match="genres.House must be"):
+        load_config(path)
+    path.write_text('[tags]\nlevel = "subgenre"\n')
+    with pytest.raises(ConfigError, match="tags.level must be one of style, genre"):
+        load_config(path)
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,7 @@ def test_harvest_takes_only_the_users_tags(trained):
     assert len(found) == 15  # the three files whose genre we wrote are not the user's
     assert {t.genre for t in found} >= {"Deep Drone", "deep-drone", "Hard Noise"}
     assert len({t.key for t in found}) == 3
-    assert all(t.embeddings.shape[1] == 512 for t in found)
+    assert all(t.embeddings.shape[1] == 896 for t in found)  # every backbone, side by side
 
 
 def test_learn_reports_cross_validated_accuracy_and_activates_the_head(trained):

@@ -7,17 +7,19 @@ process; ``libtagger.pipeline.batch`` runs many files through isolated workers).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from libtagger.analysis.audio import AudioFile, Window
+from libtagger.analysis.audio import SILENCE_DBFS, AudioFile, Window
 from libtagger.config import Config
 from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError, display_path
-from libtagger.analysis.model import Model
-from libtagger.analysis.vote import GenreScore, Vocabulary, vote
+from libtagger.analysis.model import Model, networks
+from libtagger.analysis.tree import Decision, GenreTree, NetworkVotes
+from libtagger.analysis.vote import GenreScore
 
 if TYPE_CHECKING:
     from libtagger.analysis.head import PersonalHead
@@ -61,6 +63,8 @@ class TrackResult:
     """default (the tag vocabulary) or personal (your own head, ``libtagger learn``)."""
     unknown: bool = False
     """Your head was not sure enough: none of your genres fits (nothing is written)."""
+    decision: Decision | None = None
+    """What the genre tree decided should be written, and why (see ``analysis.tree``)."""
 
     @property
     def silent(self) -> bool:
@@ -84,6 +88,8 @@ class TrackResult:
             out["unknown"] = self.unknown
         if self.decode_errors:
             out["decode_errors"] = self.decode_errors
+        if self.decision is not None:
+            out["decision"] = self.decision.to_dict()
         if timeline and self.timeline is not None:
             out["timeline"] = [
                 {
@@ -103,40 +109,79 @@ def _genre_dict(g: GenreScore) -> dict[str, Any]:
     return {"genre": g.genre, "score": g.score, "confidence": g.confidence}
 
 
+@dataclass
+class Network:
+    """Models that share a front-end: their scores are averaged; a network votes as one."""
+
+    name: str
+    models: list[Model]
+    frontend: Any
+
+    def windows_of(self, stretches: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """This network's windows cut from decoded stretches [n, samples] at ``rate``.
+
+        Returns (windows [n * k, window_samples], stretch index of each window). A network
+        whose windows are shorter than the stretch takes ``k`` evenly spaced ones from each,
+        resampled to its own rate: one decode serves every network.
+        """
+        fe = self.frontend
+        if fe.sample_rate != rate:
+            from scipy.signal import resample_poly
+
+            g = math.gcd(fe.sample_rate, rate)
+            stretches = resample_poly(stretches, fe.sample_rate // g, rate // g,
+                                      axis=1).astype(np.float32)
+        length = stretches.shape[1]
+        if length <= fe.window_samples:
+            if length < fe.window_samples:
+                stretches = np.stack([_repeat_pad(s, fe.window_samples) for s in stretches])
+            return stretches, np.arange(len(stretches))
+        k = max(1, min(SHORT_WINDOWS_PER_STRETCH,
+                       (length - fe.window_samples) // fe.window_stride + 1))
+        starts = np.linspace(0, length - fe.window_samples, k).round().astype(int)
+        windows = np.stack([s[o : o + fe.window_samples] for s in stretches for o in starts])
+        return windows, np.repeat(np.arange(len(stretches)), k)
+
+
 class Classifier:
-    """The models, the vocabulary and the window policy, loaded once.
+    """The networks, the genre tree and the window policy, loaded once.
 
     Raises:
-        ModelError: a model cannot be loaded or the models disagree on their front-end.
+        ModelError: a model cannot be loaded, or no genre maps to any model tag.
     """
 
     def __init__(self, config: Config, head: PersonalHead | None = None) -> None:
         self.config = config
         self.head = head if config.personal.mode != "off" else None
-        """The user's own genre head (``libtagger learn``), used instead of the vocabulary."""
+        """The user's own genre head (``libtagger learn``), used instead of the tree."""
         settings = config.classifier
         self.models = [Model(name, threads=settings.threads) for name in settings.models]
-        frontends = {m.info.frontend for m in self.models}
-        if len(frontends) != 1:
-            raise ModelError("the configured models expect different audio front-ends")
-        self.frontend = frontends.pop()
-        self.vocabulary = Vocabulary(dict(config.genres), [m.info.labels for m in self.models])
-        if len(self.vocabulary.unmapped()) == len(self.vocabulary.genres):
+        self.networks = [Network(_network_name(group), group, group[0].info.frontend)
+                         for group in networks(self.models)]
+        # Stretches are decoded at the longest window any network needs, at the highest rate.
+        self.frontend = max((n.frontend for n in self.networks),
+                            key=lambda fe: (fe.window_samples / fe.sample_rate, fe.sample_rate))
+        self.tree = GenreTree(config.genres,
+                              [[m.info.labels for m in n.models] for n in self.networks])
+        if len(self.tree.unmapped()) == len(self.tree.names):
             raise ModelError("no genre in [genres] matches any tag of the configured models")
         self.name = "+".join(m.name for m in self.models)
 
     def warm_up(self) -> None:
-        """Run one silent window through the front-end and the models.
+        """Run one silent stretch through every front-end and model.
 
-        The first prediction costs more than a second (TFLite finishes its set-up, the mel
-        filterbank is built); a daemon pays it before saying it is ready, not on a user's track.
+        The first prediction costs more (TFLite finishes its set-up, the mel filterbank is
+        built); a daemon pays it before saying it is ready, not on a user's track.
         """
-        patch = self.frontend.log_mel(np.zeros((1, self.frontend.window_samples), np.float32))
-        for model in self.models:
-            model.predict(patch)
+        stretch = np.zeros((1, self.frontend.window_samples), np.float32)
+        for network in self.networks:
+            windows, _ = network.windows_of(stretch, self.frontend.sample_rate)
+            patch = network.frontend.log_mel(windows[:1])
+            for model in network.models:
+                model.predict(patch)
 
     def window_starts(self, duration: float) -> list[float]:
-        """Where the sampled windows start: spread evenly, skipping the track's edges."""
+        """Where the sampled stretches start: spread evenly, skipping the track's edges."""
         settings = self.config.classifier
         length = self.frontend.window_seconds
         first = duration * settings.edge_skip
@@ -148,7 +193,7 @@ class Classifier:
     def _read_windows(
         self, path: str | os.PathLike[str], timeline: bool
     ) -> tuple[list[Window], float | None, int, bool]:
-        """The windows to classify, the duration, decode errors, and whether it is all of them.
+        """The stretches to classify, the duration, decode errors, and whether it is all of them.
 
         Raises:
             DecodeError: the file cannot be read as audio.
@@ -177,6 +222,20 @@ class Classifier:
             windows = _spread(windows, settings.windows, settings.edge_skip)
         return windows, duration, errors, full
 
+    def _run(self, network: Network, windows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each model's probabilities [n, labels] and the network's embeddings [n, dims]."""
+        size = self.config.classifier.batch_size
+        probs: list[list[np.ndarray]] = [[] for _ in network.models]
+        embeddings: list[list[np.ndarray]] = [[] for _ in network.models]
+        for i in range(0, len(windows), size):
+            patches = network.frontend.log_mel(windows[i : i + size])
+            for m, model in enumerate(network.models):
+                p, e = model.predict(patches)
+                probs[m].append(p)
+                embeddings[m].append(e)
+        return ([np.concatenate(p) for p in probs],
+                np.concatenate([np.concatenate(e) for e in embeddings], axis=1))
+
     def classify(self, path: str | os.PathLike[str], timeline: bool = False) -> TrackResult:
         """Classify one file.
 
@@ -184,69 +243,101 @@ class Classifier:
             DecodeError: the file cannot be read as audio.
         """
         settings = self.config.classifier
-        windows, duration, decode_errors, full = self._read_windows(path, timeline)
-        if not windows:
+        stretches, duration, decode_errors, full = self._read_windows(path, timeline)
+        if not stretches:
             raise DecodeError(path, "no decodable audio")
+        audio = np.stack([w.samples for w in stretches])
+        voting_stretch = np.array([not w.silent for w in stretches])
 
-        probs: list[list[np.ndarray]] = [[] for _ in self.models]
-        embeddings: list[list[np.ndarray]] = [[] for _ in self.models]
-        for i in range(0, len(windows), settings.batch_size):
-            batch = windows[i : i + settings.batch_size]
-            patches = self.frontend.log_mel(np.stack([w.samples for w in batch]))
-            for m, model in enumerate(self.models):
-                p, e = model.predict(patches)
-                probs[m].append(p)
-                embeddings[m].append(e)
-        model_probs = [np.concatenate(p) for p in probs]
-        voting = np.array([not w.silent for w in windows])
-        scores = self.vocabulary.window_scores(model_probs)
-        genres = vote(scores, self.vocabulary.genres, voting, settings.top_k, settings.min_score)
-        all_embeddings = np.concatenate([np.concatenate(e) for e in embeddings], axis=1)
+        votes: list[NetworkVotes] = []
+        per_stretch: list[tuple[np.ndarray, np.ndarray]] = []  # (scores, stretch of each window)
+        stretch_embeddings: list[np.ndarray] = []
+        tag_means: dict[str, float] = {}
+        for n, network in enumerate(self.networks):
+            windows, owner = network.windows_of(audio, self.frontend.sample_rate)
+            model_probs, embeddings = self._run(network, windows)
+            voting = np.array([_loud(w) for w in windows]) & voting_stretch[owner]
+            scores = self.tree.window_scores(n, model_probs)
+            votes.append(NetworkVotes(network.name, scores[voting]))
+            per_stretch.append((np.where(voting[:, None], scores, np.nan), owner))
+            stretch_embeddings.append(np.stack([embeddings[owner == s].mean(axis=0)
+                                                for s in range(len(stretches))]))
+            for model, p in zip(network.models, model_probs, strict=True):
+                if voting.any():
+                    for label, value in zip(model.info.labels, p[voting].mean(axis=0),
+                                            strict=True):
+                        key = label if len(self.models) == 1 else f"{model.name}:{label}"
+                        tag_means[key] = round(float(value), 4)
+        tag_means = dict(sorted(tag_means.items(), key=lambda kv: -kv[1])[:TAGS_KEPT])
+        all_embeddings = np.concatenate(stretch_embeddings, axis=1)
+
+        decision = self.tree.decide(votes, self.config.tags)
+        genres = self.tree.ranked(votes, settings.top_k, settings.min_score, decision.genres)
         vocabulary, unknown = "default", False
         if self.head is not None:
-            mine = self.head.vote(all_embeddings, voting, settings.top_k)
+            mine = self.head.vote(all_embeddings, voting_stretch, settings.top_k)
             if mine and mine[0].score >= self.config.personal.min_probability:
                 genres, vocabulary = mine, "personal"
+                decision = Decision((mine[0].genre,), "personal", mine[0].confidence,
+                                    f"your genre {mine[0].genre}: the head gives it "
+                                    f"{mine[0].score:.0%}")
             elif self.config.personal.mode == "personal":
                 genres, unknown = [], True  # "not one of mine": nothing to write
-
-        tag_means: dict[str, float] = {}
-        if voting.any():
-            for model, p in zip(self.models, model_probs, strict=True):
-                for label, value in zip(model.info.labels, p[voting].mean(axis=0), strict=True):
-                    key = label if len(self.models) == 1 else f"{model.name}:{label}"
-                    tag_means[key] = round(float(value), 4)
-        tag_means = dict(sorted(tag_means.items(), key=lambda kv: -kv[1]))
+                decision = Decision(reason="none of your genres fits (personal head unsure)")
 
         timeline_out = None
         if full:
             length = self.frontend.window_seconds
-            timeline_out = [
-                WindowResult(
-                    start=w.start,
-                    end=min(w.start + length, duration),
-                    silent=bool(w.silent),
-                    genres=[] if w.silent else vote(
-                        scores[j : j + 1], self.vocabulary.genres, None, settings.top_k,
-                        settings.min_score,
-                    ),
-                )
-                for j, w in enumerate(windows)
-            ]
+            timeline_out = []
+            for s, w in enumerate(stretches):
+                here = [NetworkVotes(net.name, scores[owner == s][~np.isnan(scores[owner == s])
+                                                                   .all(axis=1)])
+                        for net, (scores, owner) in zip(self.networks, per_stretch, strict=True)]
+                timeline_out.append(WindowResult(
+                    start=w.start, end=min(w.start + length, duration), silent=bool(w.silent),
+                    genres=[] if w.silent else self.tree.ranked(here, settings.top_k,
+                                                                settings.min_score),
+                ))
         return TrackResult(
             path=os.fspath(path),
             duration=duration,
             model=self.name,
             genres=genres,
-            windows=len(windows),
-            voting_windows=int(voting.sum()),
+            windows=len(stretches),
+            voting_windows=int(voting_stretch.sum()),
             tags=tag_means,
             timeline=timeline_out,
             embeddings=all_embeddings,
             decode_errors=decode_errors,
             vocabulary=vocabulary,
             unknown=unknown,
+            decision=decision,
         )
+
+
+# musicnn's 3-s windows taken from each 10-s stretch: two (8 per track at the default 4
+# stretches, as many as musicnn alone used) cost 0.2 s of CPU per track; a third adds 0.1 s.
+SHORT_WINDOWS_PER_STRETCH = 2
+
+# The most probable model tags kept with a result (AudioSet alone has 527).
+TAGS_KEPT = 60
+
+
+def _network_name(models: list[Model]) -> str:
+    """musicnn or efficientat, by front-end; the model names when it is neither."""
+    kind = type(models[0].info.frontend).__name__
+    return {"FrontEnd": "musicnn", "EfficientATFrontEnd": "efficientat"}.get(
+        kind, "+".join(m.name for m in models))
+
+
+def _loud(samples: np.ndarray) -> bool:
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * np.log10(max(rms, 1e-10)) >= SILENCE_DBFS
+
+
+def _repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:
+    reps = -(-length // max(1, len(samples)))
+    return np.tile(samples, reps)[:length]
 
 
 # A file whose audio ends well before its header says is cut off (an interrupted copy or

@@ -71,6 +71,11 @@ class EfficientATFrontEnd:
         """Samples in one model window (320,000 for 10 s at 32 kHz)."""
         return round(self.window_seconds * self.sample_rate)
 
+    @property
+    def window_stride(self) -> int:
+        """Samples between consecutive windows of a full read: they do not overlap."""
+        return self.window_samples
+
     def frames(self, samples: int) -> int:
         """STFT frames for a window of ``samples`` samples (1000 for a full window)."""
         return 1 + (samples - 1) // self.hop_length

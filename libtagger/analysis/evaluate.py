@@ -7,11 +7,12 @@ JSON and drawn as a PNG (matplotlib). Genre names are compared after
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class Evaluation:
     accuracy: float
     top3_accuracy: float
     per_genre: dict[str, dict[str, float]]
+    written: dict[str, Any] = field(default_factory=dict)
+    """What would land in the files at the configured gates: coverage and precision, and the
+    precision-vs-coverage curve over the vote-share gate."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the whole evaluation."""
@@ -55,12 +59,18 @@ class Evaluation:
             "top3_accuracy": self.top3_accuracy,
             "per_genre": self.per_genre,
             "confusion_matrix": {"labels": self.labels, "matrix": self.confusion},
+            "written": self.written,
             "files": self.files,
         }
 
 
-def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failure]) -> Evaluation:
-    """Score classification results against their folder labels."""
+def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failure],
+             parents: dict[str, str | None] | None = None) -> Evaluation:
+    """Score classification results against their folder labels.
+
+    ``parents`` (the genre tree: node -> broad genre) makes a written broad genre right for a
+    folder that names one of its styles, and a style right for its broad genre's folder.
+    """
     items: list[tuple[str, str, list[str]]] = []
     failures: list[Failure] = []
     model = ""
@@ -70,7 +80,40 @@ def evaluate(labelled: list[tuple[str, str]], results: list[TrackResult | Failur
             continue
         model = result.model
         items.append((path, label, [g.genre for g in result.genres]))
-    return score_predictions(model, items, failures)
+    scored = score_predictions(model, items, failures)
+    return dataclasses.replace(scored, written=written_metrics(labelled, results, parents or {}))
+
+
+# Vote-share gates the precision-vs-coverage curve is drawn at.
+CURVE_GATES = tuple(round(g, 2) for g in np.linspace(0.0, 1.0, 21))
+
+
+def written_metrics(labelled: list[tuple[str, str]], results: list[TrackResult | Failure],
+                    parents: dict[str, str | None]) -> dict[str, Any]:
+    """Coverage and precision of what the configured gates write, and the curve over gates."""
+    def right(genre: str, label: str) -> bool:
+        truth, name = normalise_genre(label), normalise_genre(genre)
+        parent = parents.get(genre)
+        children = {normalise_genre(n) for n, p in parents.items() if p == genre}
+        return name == truth or (parent is not None and normalise_genre(parent) == truth) \
+            or truth in children
+
+    n = len(labelled)
+    decided = [(label, r.decision) for (_, label), r in zip(labelled, results, strict=True)
+               if isinstance(r, TrackResult) and r.decision is not None]
+    written = [(label, d.genres[0]) for label, d in decided if d.genres]
+    correct = sum(right(genre, label) for label, genre in written)
+    curve = []
+    for gate in CURVE_GATES:
+        chosen = [(label, d.candidate) for label, d in decided
+                  if d.candidate is not None and d.confidence >= gate]
+        good = sum(right(genre, label) for label, genre in chosen)
+        curve.append({"gate": gate, "coverage": round(len(chosen) / n, 4) if n else 0.0,
+                      "precision": round(good / len(chosen), 4) if chosen else None})
+    return {"tracks": n, "written": len(written), "right": correct,
+            "coverage": round(len(written) / n, 4) if n else 0.0,
+            "precision": round(correct / len(written), 4) if written else None,
+            "curve": curve}
 
 
 def score_predictions(
@@ -137,15 +180,47 @@ def score_predictions(
     )
 
 
-def write_reports(evaluation: Evaluation, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``evaluation.json`` and ``confusion.png`` into ``out_dir``; return their paths."""
+def write_reports(evaluation: Evaluation, out_dir: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """Write ``evaluation.json``, ``confusion.png`` and (when there are decisions)
+    ``precision_coverage.png`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "evaluation.json"
     json_path.write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n", encoding="utf-8")
     png_path = out / "confusion.png"
     plot_confusion(evaluation, png_path)
-    return json_path, png_path
+    if not evaluation.written.get("curve"):
+        return json_path, png_path
+    curve_path = out / "precision_coverage.png"
+    plot_curve(evaluation, curve_path)
+    return json_path, png_path, curve_path
+
+
+def plot_curve(evaluation: Evaluation, path: Path) -> None:
+    """Precision against coverage as the vote-share gate moves, the configured point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [c for c in evaluation.written["curve"] if c["precision"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([c["coverage"] for c in points], [c["precision"] for c in points], marker="o")
+    for c in points[::4]:
+        ax.annotate(f"{c['gate']:.2f}", (c["coverage"], c["precision"]), fontsize=7)
+    w = evaluation.written
+    if w.get("precision") is not None:
+        ax.plot([w["coverage"]], [w["precision"]], marker="*", markersize=14, color="red",
+                label="configured gates")
+        ax.legend(loc="lower left")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (share of tracks written)")
+    ax.set_ylabel("precision (written genres right)")
+    ax.set_title(f"{evaluation.model}: precision vs coverage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_confusion(evaluation: Evaluation, path: Path) -> None:

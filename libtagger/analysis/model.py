@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from libtagger.analysis.audio import FrontEnd
+from libtagger.analysis.efficientat_frontend import EfficientATFrontEnd
 from libtagger.errors import ModelError
 
 MODELS_PACKAGE = "libtagger.models"
@@ -54,12 +55,20 @@ class ModelInfo:
 
     name: str
     labels: tuple[str, ...]
-    frontend: FrontEnd
+    frontend: FrontEnd | EfficientATFrontEnd
     embedding_dim: int
     sha256: str
     licence: str
     dataset: str
     published_roc_auc: float | None
+    published_map: float | None = None
+
+    @property
+    def accuracy(self) -> str:
+        """The published figure, as its paper states it."""
+        if self.published_map is not None:
+            return f"mAP {self.published_map}"
+        return f"ROC-AUC {self.published_roc_auc}"
 
     @classmethod
     def from_sidecar(cls, data: dict[str, Any], source: str) -> ModelInfo:
@@ -73,21 +82,33 @@ class ModelInfo:
             return cls(
                 name=str(data["name"]),
                 labels=tuple(str(label) for label in data["labels"]),
-                frontend=FrontEnd(
-                    sample_rate=int(fe["sample_rate"]),
-                    n_fft=int(fe["n_fft"]),
-                    hop_length=int(fe["hop_length"]),
-                    n_mels=int(fe["n_mels"]),
-                    patch_frames=int(fe["patch_frames"]),
-                ),
+                frontend=_frontend(fe),
                 embedding_dim=int(data["outputs"]["embeddings"]),
                 sha256=str(data["sha256"]),
                 licence=str(data.get("licence", "unknown")),
                 dataset=str(data.get("dataset", "")),
                 published_roc_auc=data.get("published_roc_auc"),
+                published_map=data.get("published_map"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model sidecar ({exc!r})") from exc
+
+
+def _frontend(fe: dict[str, Any]) -> FrontEnd | EfficientATFrontEnd:
+    """The front-end a sidecar describes: musicnn's log-mel, or EfficientAT's (``kind``)."""
+    if fe.get("kind") == "efficientat":
+        return EfficientATFrontEnd(
+            sample_rate=int(fe["sample_rate"]), n_fft=int(fe["n_fft"]),
+            win_length=int(fe["win_length"]), hop_length=int(fe["hop_length"]),
+            n_mels=int(fe["n_mels"]), fmin=float(fe["fmin"]), fmax=float(fe["fmax"]),
+            preemphasis=float(fe["preemphasis"]), log_offset=float(fe["log_offset"]),
+            window_seconds=float(fe["window_seconds"]),
+        )
+    return FrontEnd(
+        sample_rate=int(fe["sample_rate"]), n_fft=int(fe["n_fft"]),
+        hop_length=int(fe["hop_length"]), n_mels=int(fe["n_mels"]),
+        patch_frames=int(fe["patch_frames"]),
+    )
 
 
 def shipped_models() -> list[str]:
@@ -147,14 +168,21 @@ def check_models(config: Any) -> str:
             raise ModelError(f"{path}: checksum does not match its sidecar (damaged file?)")
         infos.append(info)
     tflite_runtime()
-    if len({i.frontend for i in infos}) != 1:
-        raise ModelError("the configured models expect different audio front-ends")
-    from libtagger.analysis.vote import Vocabulary
+    from libtagger.analysis.tree import GenreTree
 
-    vocabulary = Vocabulary(dict(config.genres), [i.labels for i in infos])
-    if len(vocabulary.unmapped()) == len(vocabulary.genres):
+    tree = GenreTree(config.genres, [[i.labels for i in group] for group in networks(infos)])
+    if len(tree.unmapped()) == len(tree.names):
         raise ModelError("no genre in [genres] matches any tag of the configured models")
     return "+".join(i.name for i in infos)
+
+
+def networks(infos: list[Any]) -> list[list[Any]]:
+    """Models (or their infos) grouped into networks: those sharing a front-end, in order."""
+    groups: dict[Any, list[Any]] = {}
+    for item in infos:
+        frontend = item.frontend if hasattr(item, "frontend") else item.info.frontend
+        groups.setdefault(frontend, []).append(item)
+    return list(groups.values())
 
 
 @contextmanager

@@ -107,6 +107,17 @@ class _ScanProgress:
         self._progress.__exit__(*exc)
 
 
+def _decision_line(decision: dict | None, level: str | None) -> str:
+    """What the genre tree decided for a track, in one line."""
+    if not decision:
+        return "(classified before the genre tree: rescan with --force)"
+    genres = "; ".join(decision.get("genres") or [])
+    if not genres:
+        return f"nothing to write: {decision.get('reason')}"
+    return (f"write {genres} ({decision.get('level')}, {decision.get('confidence', 0):.0%} of "
+            f"votes): {decision.get('reason')}")
+
+
 def _would(o) -> str:
     """What a dry run says about one file: what would happen, and why."""
     if o.status == "failed":
@@ -118,7 +129,7 @@ def _would(o) -> str:
         "planned": lambda: f"would write {'; '.join(o.after)} "
                            f"(now: {'; '.join(o.before) or 'no genre'})",
         "kept": lambda: f"would keep {'; '.join(o.before)} (policy)",
-        "gated": lambda: "would not write: below the confidence gate",
+        "gated": lambda: f"would not write: {o.reason or 'below the gate'}",
         "none": lambda: "would not write: no genre",
         "disabled": lambda: "would store only (writing disabled)",
         "failed": lambda: f"would not write: {o.write_error}",
@@ -269,6 +280,8 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
             select(TagWrite).where(TagWrite.track_id == track.id).order_by(TagWrite.id)
         ).all()
         row.update(
+            decision=found.decision if found else None,
+            vocabulary=(found.decision or {}).get("level") if found else None,
             identity=track.identity,
             attempts=track.attempts,
             windows=found.windows if found else None,
@@ -293,11 +306,16 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
         for g in row["genres"]:
             click.echo(f"  genre      {g['genre']:<16} score {g['score']:.2f}  "
                        f"confidence {g['confidence']:.2f}")
+        click.echo(f"  decision   {_decision_line(row['decision'], row['vocabulary'])}")
         top_tags = ", ".join(f"{k} {v:.2f}" for k, v in row["tags"].items())
         click.echo(f"  top tags   {top_tags}")
     for w in row["tag_writes"]:
         click.echo(f"  {w['kind']:<10} {w['at'][:19]}  {'; '.join(w['before']) or '(none)'} -> "
-                   f"{'; '.join(w['after']) or '(none)'}  [{w['state']}]")
+                   f"{'; '.join(w['after']) or '(none)'}  [{w['state']}]"
+                   + (f"  {w['error']}" if w["error"] else ""))
+    restorable = [w for w in row["tag_writes"] if w["kind"] == "write" and w["state"] == "written"]
+    if restorable:
+        click.echo(f"  undo       would restore {'; '.join(restorable[0]['before']) or '(no genre)'}")
     for w in row["timeline"] or []:
         label = w["genre"] or "silence"
         score = f" {w['score']:.2f}" if w["score"] is not None else ""

@@ -145,6 +145,9 @@ class Classification(Base):
     embeddings: Mapped[bytes | None] = mapped_column(LargeBinary)
     """Per-window CNN embeddings, float16, shape [windows, embedding_dim]."""
     embedding_dim: Mapped[int | None]
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The genre tree's decision: genres to write, level, confidence, reason, each network's
+    broad genre (see ``libtagger.analysis.tree``); None for results stored before it."""
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The track's embedding: mean over windows, L2-normalised, float16 (similar tracks)."""
 
@@ -415,6 +418,8 @@ class Library:
             path = Path(text).expanduser() if text else default_database_path()
             if not path.is_file():
                 return None
+            # Read-only: no write, and no checkpoint of the write-ahead log on close either.
+            return cls(f"sqlite:///file:{path.absolute()}?mode=ro&uri=true", migrate=False)
         return cls(location, migrate=False)
 
     def table_names(self) -> list[str]:

@@ -17,6 +17,7 @@ per-file budget costs only the task it held (it is replaced; the run goes on). O
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import resource
@@ -79,6 +80,9 @@ def _init_worker(limits: LimitsConfig, parent: int, setup: Callable[[], None] | 
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    # A crash here is a file's fault and is reported as its reason; a Python stack dump of
+    # the worker (faulthandler, inherited from a parent that enabled it) says nothing more.
+    faulthandler.disable()
     # Ctrl-C reaches the whole process group; the main process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -58,13 +58,15 @@ class Outcome:
     before: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     write_error: str | None = None
+    reason: str = ""
+    """The genre tree's reason: what was decided, or why nothing may be written."""
 
 
 def genres_to_write(result: TrackResult, tags: TagConfig) -> list[str]:
-    """The genres that pass the write gate, best first (none when the windows disagree)."""
-    if not result.genres or result.genres[0].confidence < tags.min_confidence:
+    """What the genre tree decided may be written (none when the evidence disagrees)."""
+    if result.decision is None:
         return []
-    return [g.genre for g in result.genres[: tags.max_genres] if g.score >= tags.min_score]
+    return list(result.decision.genres[: tags.max_genres])
 
 
 def track_vector(window_embeddings: np.ndarray) -> np.ndarray:
@@ -94,6 +96,7 @@ def _classification(result: TrackResult, run_id: int | None) -> Classification:
         embeddings=embeddings,
         embedding_dim=dim,
         vector=vector,
+        decision=result.decision.to_dict() if result.decision else None,
         genres=[
             GenreRow(rank=i + 1, genre=g.genre, score=g.score, confidence=g.confidence)
             for i, g in enumerate(result.genres)
@@ -112,7 +115,8 @@ def decide(analysis: Analysis, config: Config, write: bool,
         status = "deferred" if analysis.transient else "failed"
         return Outcome(0, path, status, error=analysis.error)
     result = analysis.result
-    outcome = Outcome(0, path, "done", genres=[g.genre for g in result.genres])
+    outcome = Outcome(0, path, "done", genres=[g.genre for g in result.genres],
+                      reason=result.decision.reason if result.decision else "")
     ours = genres_to_write(result, config.tags)
     if not config.tags.write or not write:
         outcome.write = "disabled"
