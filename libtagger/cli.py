@@ -123,7 +123,12 @@ def classify(
             genres = "(silent: no genre)"
         elif not genres:
             genres = "(no genre above the threshold)"
-        click.echo(f"{display_path(result.path)}\t{genres}")
+        decision = result.decision
+        verdict = ""
+        if decision is not None:
+            verdict = ("\twrites " + "; ".join(decision.genres) if decision.genres
+                       else f"\twrites nothing ({decision.reason})")
+        click.echo(f"{display_path(result.path)}\t{genres}{verdict}")
         if windows and result.timeline:
             for w in result.timeline:
                 label = "silence" if w.silent or not w.genres else f"{w.genres[0].genre} {w.genres[0].score:.2f}"

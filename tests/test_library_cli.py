@@ -79,6 +79,13 @@ def test_show_and_stats(scanned):
     data = json.loads(run(db, "show", "--json", str(root / "2024-old" / "c.ogg")))
     assert data["tag_writes"] == []  # fill_empty: the owner's Polka was kept
     assert data["genres"] and data["identity"]
+    # The decision is stored and shown with its reason, whether or not anything was written.
+    decision = data["decision"]
+    assert decision["reason"] and set(decision["networks"]) == {"musicnn", "efficientat"}
+    line = next(li for li in run(db, "show", str(root / "2024-old" / "c.ogg")).splitlines()
+                if li.strip().startswith("decision"))
+    assert decision["reason"] in line
+    assert line.split(None, 1)[1].startswith("write " if decision["genres"] else "nothing to write: ")
     report = json.loads(run(db, "stats", "--json"))
     assert report["tracks"] == 3 and report["status"] == {"done": 3}
     assert sum(report["genres"].values()) == 3 == sum(report["confidence"].values())
