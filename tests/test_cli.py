@@ -46,7 +46,8 @@ def test_json_lines_have_the_documented_fields(runner, audio_dir):
         assert r["duration"] == pytest.approx(20.0, abs=0.1)
         assert r["windows"] == 2  # two 10-s stretches: all of a 20-s file
         decided = r["decision"]["genres"]
-        assert set(r["decision"]) == {"genres", "level", "confidence", "reason", "networks"}
+        assert set(r["decision"]) == {"genres", "level", "confidence", "reason", "networks",
+                                      "candidate"}
         assert [g["genre"] for g in r["genres"][: len(decided)]] == decided
         rest = [g["score"] for g in r["genres"][len(decided):]]
         assert rest == sorted(rest, reverse=True) and 1 <= len(r["genres"]) <= 3
