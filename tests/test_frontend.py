@@ -17,6 +17,11 @@ def test_window_geometry_matches_musicnn_patches():
     assert abs(FE.window_seconds - 2.992) < 1e-9
 
 
+def test_mel_bank_equals_librosas():
+    expected = librosa.filters.mel(sr=16000, n_fft=512, n_mels=96)
+    np.testing.assert_allclose(FE.mel_basis, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_patches_match_reference_librosa_features():
     golden = np.load(DATA / "golden_audio.npz")
     audio = golden["audio_int16"].astype(np.float32) / 32767

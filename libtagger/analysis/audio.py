@@ -67,27 +67,62 @@ class FrontEnd:
 
     @cached_property
     def mel_basis(self) -> np.ndarray:
-        """Slaney-style mel filterbank, librosa's defaults, [n_mels, 1 + n_fft // 2]."""
-        import librosa  # imported here: reading and writing tags never needs it (1 s to load)
+        """Slaney-style mel filterbank (librosa's defaults), [n_mels, 1 + n_fft // 2]."""
+        return slaney_mel_bank(self.sample_rate, self.n_fft, self.n_mels)
 
-        return librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+    @cached_property
+    def hann(self) -> np.ndarray:
+        """The periodic Hann window of the STFT (as librosa and scipy's fftbins=True)."""
+        n = np.arange(self.n_fft)
+        return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / self.n_fft)).astype(np.float32)
 
     def log_mel(self, windows: np.ndarray) -> np.ndarray:
         """Log-compressed mel patches [n, patch_frames, n_mels] from windows [n, window_samples].
 
-        The mel power is rounded to float16 first, as in training, and the log is taken in
-        float32: ``10000 * mel`` in float16 overflows to inf for loud audio.
+        An un-centred STFT (n_fft 512, hop 256, periodic Hann), power, the mel bank; the mel
+        power is rounded to float16 first, as in training, and the log is taken in float32:
+        ``10000 * mel`` in float16 overflows to inf for loud audio. numpy and scipy only:
+        librosa's STFT costs seconds of numba compilation on a worker's first track.
         """
-        windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
-        import librosa
+        import scipy.fft
 
-        spectrum = librosa.stft(
-            windows, n_fft=self.n_fft, hop_length=self.hop_length, center=False
-        )
-        power = np.abs(spectrum) ** 2
-        mel = np.matmul(self.mel_basis, power)
+        windows = np.atleast_2d(np.asarray(windows, dtype=np.float32))
+        frames = np.lib.stride_tricks.sliding_window_view(windows, self.n_fft, axis=1)
+        frames = frames[:, :: self.hop_length]
+        spectrum = scipy.fft.rfft(frames * self.hann, axis=-1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        mel = np.matmul(power, self.mel_basis.T)
         mel = mel.astype(np.float16).astype(np.float32)
-        return np.log10(10000.0 * mel + 1.0).transpose(0, 2, 1)
+        return np.log10(10000.0 * mel + 1.0)
+
+
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear to 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / (200.0 / 3.0)
+    log_part = hz >= 1000.0
+    return np.where(log_part, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0),
+                    mel)
+
+
+def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)),
+                    mel * (200.0 / 3.0))
+
+
+def slaney_mel_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Triangular filters equally spaced on Slaney's mel scale from 0 Hz to Nyquist, each
+    scaled to unit area ("slaney" norm): the filterbank musicnn's features were made with."""
+    fft_hz = np.linspace(0.0, sample_rate / 2.0, 1 + n_fft // 2)
+    edges = _slaney_mel_to_hz(np.linspace(0.0, _hz_to_slaney_mel(sample_rate / 2.0), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2 : n_mels + 2] - edges[:n_mels]))[:, None]
+    return weights.astype(np.float32)
 
 
 @dataclass(frozen=True)

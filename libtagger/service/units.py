@@ -32,8 +32,9 @@ SHIPPED = {
 # Sandboxing that works for both managers. In a user manager (systemd --user) the mount,
 # kernel and network options need a user namespace, so the user unit asks for one
 # (PrivateUsers=yes): systemd 252 silently skips them otherwise, 253+ implies it.
-# Left out on purpose: MemoryDenyWriteExecute (numba, which librosa imports, JIT-compiles and
-# refuses to start without executable memory); SystemCallFilter=~@privileged (it holds @chown,
+# Left out on purpose: MemoryDenyWriteExecute (not yet verified with every TFLite kernel
+# libtagger runs; numba, which needed executable memory, is no longer loaded);
+# SystemCallFilter=~@privileged (it holds @chown,
 # and a tag write gives the rewritten file the original's group); ~@resources (thread pools
 # may set their affinity); ProcSubset=pid (hides /proc/cpuinfo and /proc/meminfo).
 _HARDENING = """\
@@ -112,7 +113,7 @@ def unit_text(kind: str, exec_start: str, roots: Sequence[str], state_dir: str,
     ``libtagger`` user). ``exec_start`` is the command that runs libtagger, already a
     unit-file command line (e.g. ``/venv/bin/libtagger`` or ``/usr/bin/python3 -m
     libtagger``). ``roots`` are the music folders, the only writable places besides
-    ``state_dir`` (the database, the lock, numba's cache). ``config_path`` becomes
+    ``state_dir`` (the database, the lock). ``config_path`` becomes
     ``$LIBTAGGER_CONFIG`` (None: the default config of the service's user).
 
     Raises:
@@ -128,7 +129,7 @@ def unit_text(kind: str, exec_start: str, roots: Sequence[str], state_dir: str,
 
     # "-": a music folder that is not there at start (an unmounted share) is not fatal.
     read_write = " ".join(["-" + quote_word(r) for r in roots] + [quote_word(state_dir)])
-    environment = [f"NUMBA_CACHE_DIR={state_dir}/numba"]
+    environment: list[str] = []
     if kind == "system":
         environment.insert(0, f"LIBTAGGER_DB={state_dir}/library.db")
     if config_path:
