@@ -73,9 +73,10 @@ TAG_POLL = 0.05  # seconds between read_genres polls of a landed file
 DB_POLL = 0.25  # seconds between database polls during the stream
 SAMPLE_EVERY = 0.5  # seconds between /proc samples of the daemon's process tree
 STOP_TIMEOUT = 30.0  # after SIGTERM, seconds before the daemon is killed and reported stuck
-READY_MARK = re.compile(r"INFO libtagger\.watch: watching ")
-RECONCILED_MARK = re.compile(r"INFO libtagger\.watch: reconciled: ")
-PROCESSED_LINE = re.compile(r"INFO libtagger\.watch: (?P<path>/[^\n]+?): ", re.MULTILINE)
+READY_MARK = re.compile(r"INFO libtagger\.service\.watch: watching ")
+RECONCILED_MARK = re.compile(r"INFO libtagger\.service\.watch: reconciled: ")
+PROCESSED_LINE = re.compile(r"INFO libtagger\.service\.watch: (?P<path>/[^\n]+?): ",
+                            re.MULTILINE)
 CONFIG = """\
 [watch]
 quiet_seconds = {quiet}

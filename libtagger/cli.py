@@ -38,24 +38,42 @@ class _Commands(click.Group):
     """The command group; the one place a LibtaggerError becomes a message and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except LibtaggerError as exc:
             click.echo(f"libtagger: error: {exc}", err=True)
             ctx.exit(EXIT_FATAL)
+        except OperationalError as exc:
+            # The database refused mid-command (locked past the busy timeout, disk full, I/O
+            # error): every step is its own transaction, so nothing is half stored.
+            from libtagger.library.db import database_problem
+
+            url = (ctx.obj or {}).get("database_url")
+            click.echo(f"libtagger: error: {database_problem(url, exc)}", err=True)
+            ctx.exit(EXIT_FATAL)
 
 
-def _expand(paths: tuple[str, ...]) -> list[str]:
-    """Files as given; folders replaced by the audio files under them."""
+def _expand(paths: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files as given; folders replaced by the audio files under them.
+
+    Also returns the folders that could not be listed, with the reason.
+    """
     from libtagger.analysis.audio import find_audio
 
     out: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def note(exc: OSError) -> None:
+        unreadable.append((exc.filename or "?", exc.strerror or str(exc)))
+
     for path in paths:
         if os.path.isdir(path):
-            out.extend(find_audio(path))
+            out.extend(find_audio(path, onerror=note))
         else:
             out.append(path)
-    return out
+    return out, unreadable
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,8 +126,10 @@ def classify(
     from libtagger.pipeline.batch import classify_many
 
     config = config_for(ctx, models, top)
-    files = _expand(paths)
-    failed = 0
+    files, unreadable = _expand(paths)
+    failed = len(unreadable)
+    for folder, reason in unreadable:
+        click.echo(f"error: {display_path(folder)}: cannot read folder ({reason})", err=True)
     for result in classify_many(files, config, jobs or default_jobs(len(files)), windows):
         if isinstance(result, Failure):
             failed += 1
@@ -134,7 +154,8 @@ def classify(
                 label = "silence" if w.silent or not w.genres else f"{w.genres[0].genre} {w.genres[0].score:.2f}"
                 click.echo(f"  {format_time(w.start):>8} - {format_time(w.end):<8} {label}")
     if failed:
-        click.echo(f"{failed} of {len(files)} files failed", err=True)
+        folders = f" and {len(unreadable)} unreadable folders" if unreadable else ""
+        click.echo(f"{failed - len(unreadable)} of {len(files)} files failed{folders}", err=True)
         sys.exit(EXIT_FILE_FAILURES)
 
 

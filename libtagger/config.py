@@ -7,6 +7,7 @@ shows every key with its default (a test checks the two agree).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -337,6 +338,8 @@ def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}{key} must be a number")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means either
+            raise ConfigError(f"{where}{key} must be a finite number, not {value}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):

@@ -67,6 +67,9 @@ def test_the_genre_tree_is_read_and_checked(tmp_path):
         ("[classifier]\nmodels = []\n", "classifier.models"),
         ("[genres]\nRock = 'rock'\n", "genres.Rock"),
         ("[classifier\n", "not valid TOML"),
+        # TOML has nan and inf; found by tests/test_fuzz.py (a NaN quiet period never ends).
+        ("[watch]\nquiet_seconds = inf\n", "watch.quiet_seconds must be a finite number"),
+        ("[limits]\nseconds_per_file = nan\n", "limits.seconds_per_file must be a finite"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, message):

@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -443,9 +443,13 @@ def _reason(exc: BaseException) -> str:
     return text.split(": '", 1)[0].strip() or type(exc).__name__
 
 
-def find_audio(root: str | os.PathLike[str]) -> Iterator[str]:
-    """Audio files under ``root`` by extension, sorted, hidden files and folders skipped."""
-    for folder, dirs, files in os.walk(root):
+def find_audio(root: str | os.PathLike[str],
+               onerror: Callable[[OSError], None] | None = None) -> Iterator[str]:
+    """Audio files under ``root`` by extension, sorted, hidden files and folders skipped.
+
+    A folder that cannot be listed is passed to ``onerror`` (default: skipped silently).
+    """
+    for folder, dirs, files in os.walk(root, onerror=onerror):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:

@@ -12,6 +12,10 @@ import click
 EXIT_FILE_FAILURES = 1
 EXIT_FATAL = 2
 
+ROW_LIMIT = click.IntRange(min=1, max=2**63 - 1)
+"""A count or id that reaches SQLite: a positive signed 64-bit integer (a larger one would
+raise OverflowError when bound)."""
+
 
 def default_jobs(n_files: int) -> int:
     """One worker per core, but no more than there are files."""
@@ -75,14 +79,19 @@ def library_for(ctx: click.Context, config):
     """Open the database named by --db, else the config's, else the default one."""
     from libtagger.library.db import Library
 
-    return Library(ctx.obj["database"] or config.library.database or None)
+    library = Library(ctx.obj["database"] or config.library.database or None)
+    ctx.obj["database_url"] = library.url
+    return library
 
 
 def existing_library_for(ctx: click.Context, config):
     """The database if it exists, opened without creating or upgrading it (dry runs)."""
     from libtagger.library.db import Library
 
-    return Library.existing(ctx.obj["database"] or config.library.database or None)
+    library = Library.existing(ctx.obj["database"] or config.library.database or None)
+    if library is not None:
+        ctx.obj["database_url"] = library.url
+    return library
 
 
 def jobs_for(jobs: int | None, config, n_files: int) -> int:

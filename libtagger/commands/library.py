@@ -12,6 +12,7 @@ import click
 
 from libtagger.commands.common import (
     EXIT_FILE_FAILURES,
+    ROW_LIMIT,
     config_for,
     existing_library_for,
     format_time,
@@ -165,7 +166,7 @@ def _print_summary(summary, dry_run: bool) -> None:
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--since", help="Undo writes made since WHEN (2026-11-01, 3d, monday, …).")
-@click.option("--run", "run_id", type=int, help="Undo the writes of one scan (see `libtagger runs`).")
+@click.option("--run", "run_id", type=ROW_LIMIT, help="Undo the writes of one scan (see `libtagger runs`).")
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
 @click.pass_context
 def undo(ctx: click.Context, paths: tuple[str, ...], since: str | None, run_id: int | None,
@@ -228,7 +229,7 @@ _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "js
 @_FORMAT
 @click.option("--sort", default="path", show_default=True,
               help="path, score, added, classified or genre; a leading - reverses it.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many tracks.")
+@click.option("--limit", type=ROW_LIMIT, help="At most this many tracks.")
 @click.pass_context
 def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit: int | None) -> None:
     """Find tracks: libtagger query 'genre:house score:>0.6 added:>monday'.
@@ -242,7 +243,7 @@ def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit
 
     config = config_for(ctx)
     library = library_for(ctx, config)
-    with library.session() as session:
+    with library.reader() as session:
         rows = track_rows(select_tracks(session, " ".join(terms), order_by=sort, limit=limit))
     write_rows(rows, fmt, sys.stdout)
 
@@ -270,7 +271,7 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
     config = config_for(ctx)
     library = library_for(ctx, config)
     real = os.path.realpath(os.path.expanduser(path))
-    with library.session() as session:
+    with library.reader() as session:
         track = session.scalars(select(Track).where(Track.path == real)).first()
         if track is None:
             raise click.UsageError(f"not in the database: {display_path(real)} (scan it first)")
@@ -351,7 +352,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
 @click.pass_context
 def runs(ctx: click.Context, limit: int) -> None:
     """The latest scans, with their counts (for `undo --run ID`)."""
@@ -361,7 +362,7 @@ def runs(ctx: click.Context, limit: int) -> None:
 
     config = config_for(ctx)
     library = library_for(ctx, config)
-    with library.session() as session:
+    with library.reader() as session:
         for run in session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)):
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v)
             click.echo(f"{run.id:>5}  {run.kind:<6} {run.started_at:%Y-%m-%d %H:%M}  "

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from libtagger.commands.common import config_for, library_for
+from libtagger.commands.common import ROW_LIMIT, config_for, library_for
 
 
 @click.command()
@@ -61,7 +61,7 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("-n", "count", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("-n", "count", type=ROW_LIMIT, default=20, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context

@@ -362,7 +362,8 @@ def current_revision(engine: Engine) -> str | None:
     """The Alembic revision the database is at (None: empty database)."""
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as connection:
+    # A read: it must not wait for (or fail on) another program's write transaction.
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -374,6 +375,16 @@ def head_revision() -> str:
     head = script.get_current_head()
     assert head is not None
     return head
+
+
+def database_problem(url: str | None, exc: BaseException) -> str:
+    """What went wrong with the database, in one line ("the database URL is locked ...")."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    where = f"the database {url}" if url else "the database"
+    if "database is locked" in reason or "database is busy" in reason:
+        return (f"{where} is locked by another program (waited {BUSY_TIMEOUT_MS / 1000:g} s); "
+                "what was done is saved: run the command again once it is free")
+    return f"{where}: {reason}"
 
 
 class Library:
@@ -390,8 +401,7 @@ class Library:
             if migrate and current_revision(self.engine) != head_revision():
                 upgrade(self.engine)
         except SQLAlchemyError as exc:
-            reason = getattr(exc, "orig", None) or exc
-            raise DatabaseError(f"cannot open the database {self.url}: {reason}") from exc
+            raise DatabaseError(f"cannot open {database_problem(self.url, exc)}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(self.engine.execution_options(sqlite_begin="DEFERRED"),
                                      expire_on_commit=False)

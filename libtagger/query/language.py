@@ -60,6 +60,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from libtagger.query import values
@@ -68,6 +69,13 @@ from libtagger.errors import LibtaggerError
 from libtagger.analysis.vote import normalise_genre
 
 ORDERINGS = ("path", "score", "added", "classified", "genre")
+
+MAX_LIMIT = 2**63 - 1
+"""The largest ``LIMIT`` SQLite takes (a signed 64-bit integer)."""
+
+MAX_TERMS = 200
+"""Terms a query may have in all: SQLite refuses an expression tree deeper than 1000, which
+about 500 ``genre:`` or ``path:`` glob terms reach; a query past this is refused by name."""
 
 
 class QueryError(LibtaggerError):
@@ -256,6 +264,7 @@ def parse_query(text: str, now: datetime | None = None) -> Query:
     groups: list[Group] = []
     terms: list[Term] = []
     negate = False
+    count = 0
     for token in _tokens(text):
         keyword = token.text if token.quoted_from is None else ""
         if keyword in ("OR", "|"):
@@ -268,6 +277,10 @@ def parse_query(text: str, now: datetime | None = None) -> Query:
         else:
             terms.append(_term(token, negate, now))
             negate = False
+            count += 1
+            if count > MAX_TERMS:
+                raise QueryError(f"the query has more than {MAX_TERMS} terms; split it into "
+                                 "several queries")
     if negate:
         raise QueryError(f"NOT must be followed by a term: {text}")
     if groups and not terms:
@@ -396,5 +409,16 @@ def select_tracks(
         .options(selectinload(Track.classification).selectinload(Classification.genres))
     )
     if limit is not None:
+        if not 0 <= limit <= MAX_LIMIT:
+            raise QueryError(f"a limit must be between 0 and {MAX_LIMIT}, not {limit}")
         statement = statement.limit(limit)
-    return list(session.scalars(statement))
+    try:
+        return list(session.scalars(statement))
+    except OperationalError as exc:
+        # What MAX_TERMS does not foresee (SQLite's own limits on a query's size) is still
+        # the query's fault, not the database's.
+        reason = str(getattr(exc, "orig", exc))
+        if "too large" in reason or "too many" in reason:
+            raise QueryError(f"the query is too large for SQLite ({reason}); split it into "
+                             "several queries") from None
+        raise

@@ -18,7 +18,7 @@ CONFIDENCE_EDGES = (0.25, 0.5, 0.75, 1.0)
 
 def library_stats(library: Library, max_failures: int = 50) -> dict[str, Any]:
     """Track counts by status, top-genre histogram, confidence buckets, recent failures."""
-    with library.session() as session:
+    with library.reader() as session:
         status = dict(session.execute(
             select(Track.status, func.count()).group_by(Track.status).order_by(Track.status)
         ).all())
@@ -59,7 +59,7 @@ def daemon_status(library: Library, max_failures: int = 20) -> dict[str, Any]:
     import time
 
     stats = queue_stats(library)
-    with library.session() as session:
+    with library.reader() as session:
         run = session.scalars(
             select(Run).where(Run.kind == "watch").order_by(Run.id.desc()).limit(1)
         ).first()

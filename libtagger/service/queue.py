@@ -169,7 +169,7 @@ class QueueStats:
 def queue_stats(library: Library) -> QueueStats:
     """Counts by state, and jobs finished in the last ten minutes."""
     now = utcnow()
-    with library.session() as session:
+    with library.reader() as session:
         by_state = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         due = session.scalar(
             select(func.count()).where(Job.state == "queued", Job.not_before <= now)
