@@ -9,9 +9,9 @@ database):
 
 1. **fill**: a fresh database (the real schema, via ``Library``) gets ``--tracks`` tracks with
    status ``done``, bulk-inserted with SQLAlchemy Core. Each classification is shaped like a
-   real one from the default models (``msd_vgg+mtt_vgg``): a random L2-normalised ``--dim``
-   (512) float16 vector, ``--windows`` (8, the default sampling) per-window float16 embeddings
-   ahead of it in the row, the 100 model tags as JSON, and three genre rows. The embeddings
+   real one from the default models (``msd_vgg+mtt_vgg+mn04_as``): a random L2-normalised
+   ``--dim`` (896) float16 vector, ``--windows`` (4, the default stretches) per-stretch float16
+   embeddings ahead of it in the row, the model tags as JSON, and three genre rows. The embeddings
    matter: SQLite stores a row's columns in order, so reading the vector means stepping over
    the embedding blob's overflow pages.
 2. **query**: a fresh Python process opens the database and calls
@@ -230,9 +230,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, default=100_000,
                         help="tracks in the library (default 100000)")
-    parser.add_argument("--dim", type=int, default=512, help="vector dimension (default 512)")
-    parser.add_argument("--windows", type=int, default=8,
-                        help="per-window embeddings stored in each row (default 8; 0: none)")
+    parser.add_argument("--dim", type=int, default=896,
+                        help="vector dimension (default 896: musicnn 512 + EfficientAT 384)")
+    parser.add_argument("--windows", type=int, default=4,
+                        help="per-stretch embeddings stored in each row (default 4; 0: none)")
     parser.add_argument("--queries", type=int, default=20,
                         help="warm queries after the cold one (default 20)")
     parser.add_argument("-n", type=int, default=20, help="neighbours per query (default 20)")

@@ -192,6 +192,13 @@ def evaluate(
     if not labelled:
         raise click.UsageError(f"no audio files in {directory}/<genre>/ folders")
     paths = [p for p, _ in labelled]
+    if head is not None:
+        trained = set(head.meta.get("trained_on", []))
+        overlap = sum(os.path.realpath(p) in trained for p in paths)
+        if overlap:
+            click.echo(f"warning: {overlap} of {len(paths)} tracks here trained this head; its "
+                       "accuracy on them is optimistic (evaluate on tracks it has not seen)",
+                       err=True)
     results = list(classify_many(paths, config, jobs or default_jobs(len(paths)), head=head))
     report = run_evaluation(labelled, results, {n.name: n.parent for n in config.genres})
     written = write_reports(report, out_dir)

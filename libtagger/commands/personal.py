@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -29,7 +30,11 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
 
     config = config_for(ctx)
     library = library_for(ctx, config)
-    report = run_learn(library, config, "+".join(config.classifier.models), list(roots), force)
+    from libtagger.pipeline.batch import genres_of
+
+    report = run_learn(library, config, "+".join(config.classifier.models),
+                       genres_of(config, config.library.jobs or os.cpu_count() or 1),
+                       list(roots), force)
     p, d = report.personal, report.default
     low, high = report.accuracy_interval
     click.echo(f"learned from {len(p.files)} tracks in {len(report.genres)} genres "
@@ -53,8 +58,7 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
     if report.activated:
         click.echo(f"head {report.head_id} is now active: scan and watch use your genres")
     else:
-        click.echo(f"head {report.head_id} saved but not activated: it scored "
-                   f"{p.accuracy:.1%}, the active head {report.previous_accuracy:.1%} "
+        click.echo(f"head {report.head_id} saved but not activated: {report.refused} "
                    "(--force activates it anyway)")
     click.echo(f"wrote {out / 'learn.json'} and {out / 'learn-confusion.png'}")
 

@@ -25,6 +25,7 @@ import math
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,8 @@ from sqlalchemy import select, update
 from libtagger.config import Config
 from libtagger.library.db import Head, Library, TagWrite, Track, utcnow
 from libtagger.analysis.head import PersonalHead
-from libtagger.errors import FileError, LearnError, LibtaggerError
+from libtagger.errors import LearnError
 from libtagger.analysis.evaluate import Evaluation, score_predictions
-from libtagger.library.tags import read_genres
 from libtagger.analysis.vote import GenreScore, normalise_genre
 
 # A track needs at least this many windows to be a training example.
@@ -74,29 +74,38 @@ class TaggedTrack:
     default_genres: list[str]
 
 
-def harvest(library: Library, config: Config, roots: list[str] | None = None) -> list[TaggedTrack]:
-    """The user-tagged tracks with embeddings from the current models (optionally under roots)."""
+GenresOf = Callable[[list[str]], dict[str, list[str] | str]]
+"""Reads the genres of many files (in isolated workers): path -> genres, or why not."""
+
+
+def harvest(library: Library, config: Config, genres_of: GenresOf,
+            roots: list[str] | None = None) -> list[TaggedTrack]:
+    """The user-tagged tracks with embeddings from the current models (optionally under roots).
+
+    A genre libtagger wrote (and nobody changed since) is not the user's; one an ``undo`` put
+    back is. ``genres_of`` reads the files' tags (``libtagger.pipeline.batch.genres_of``).
+    """
     aliases = alias_table(config)
     prefixes = [os.path.realpath(os.path.expanduser(r)).rstrip(os.sep) + os.sep for r in roots or []]
     out: list[TaggedTrack] = []
     with library.session() as session:
-        tracks = session.scalars(select(Track).where(Track.status == "done")).all()
+        tracks = [t for t in session.scalars(select(Track).where(Track.status == "done")).all()
+                  if not prefixes or any(t.path.startswith(p) for p in prefixes)]
         ours: dict[int, list[str]] = {}
         for write in session.scalars(
-            select(TagWrite).where(TagWrite.state == "written").order_by(TagWrite.id)
+            select(TagWrite).where(TagWrite.state == "written", TagWrite.kind == "write")
+            .order_by(TagWrite.id)
         ):
             ours[write.track_id] = list(write.after)  # the latest write wins
+        current = genres_of([t.path for t in tracks])
         for track in tracks:
-            if prefixes and not any(track.path.startswith(p) for p in prefixes):
-                continue
             found = track.classification
             matrix = found.embedding_matrix() if found else None
             if matrix is None or len(matrix) < MIN_WINDOWS:
                 continue
-            try:
-                genres = read_genres(track.path, config.tags.separator)
-            except FileError:
-                continue
+            genres = current.get(track.path)
+            if not isinstance(genres, list):
+                continue  # unreadable now: not evidence either way
             genres = [g for g in genres if g.strip()]
             if not genres:
                 continue
@@ -138,6 +147,8 @@ class LearnReport:
     head_id: int | None = None
     activated: bool = False
     previous_accuracy: float | None = None
+    refused: str | None = None
+    """Why the head was not activated (it must beat the default genres and the active head)."""
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -159,14 +170,15 @@ def track_folds(y: np.ndarray, groups: np.ndarray,
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
-def learn(library: Library, config: Config, model_name: str, roots: list[str] | None = None,
-          force: bool = False, head_dir: Path | None = None) -> LearnReport:
+def learn(library: Library, config: Config, model_name: str, genres_of: GenresOf,
+          roots: list[str] | None = None, force: bool = False,
+          head_dir: Path | None = None) -> LearnReport:
     """Harvest, cross-validate, train on everything, save, and activate if no worse.
 
     Raises:
         LearnError: fewer than two genres with enough tracks.
     """
-    tracks = harvest(library, config, roots)
+    tracks = harvest(library, config, genres_of, roots)
     counts = Counter(t.key for t in tracks)
     spellings: dict[str, Counter[str]] = defaultdict(Counter)
     for t in tracks:
@@ -218,7 +230,8 @@ def learn(library: Library, config: Config, model_name: str, roots: list[str] | 
 
     mean, scale, coef, intercept = _fit(x, y)
     head = PersonalHead([display[k] for k in kept], mean, scale, coef, intercept, model_name,
-                        {"tracks": len(usable), "created": utcnow().isoformat()})
+                        {"tracks": len(usable), "created": utcnow().isoformat(),
+                         "trained_on": [t.path for t in usable]})
     report = LearnReport(
         genres={display[k]: counts[k] for k in kept}, dropped=dropped, personal=personal,
         default=default, accuracy_interval=wilson_interval(correct, len(usable)), folds=folds,
@@ -247,7 +260,16 @@ def _store(library: Library, head: PersonalHead, report: LearnReport, force: boo
         row.path = str(path)
         report.head_id = row.id
         report.previous_accuracy = previous
-        if force or previous is None or report.personal.accuracy >= previous:
+        # A head must beat the default genres on the very tracks it was measured on, and be
+        # no worse than the active one; --force overrides both.
+        beats_default = report.personal.accuracy > report.default.accuracy
+        if not beats_default:
+            report.refused = (f"it scored {report.personal.accuracy:.1%}, no better than the "
+                              f"default genres' {report.default.accuracy:.1%} on the same tracks")
+        elif previous is not None and report.personal.accuracy < previous:
+            report.refused = (f"it scored {report.personal.accuracy:.1%}, the active head "
+                              f"{previous:.1%}")
+        if force or report.refused is None:
             session.execute(update(Head).values(active=False))
             row.active = True
             report.activated = True

@@ -6,7 +6,7 @@ itself (a :class:`~libtagger.analysis.classify.Failure` with the reason).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from libtagger.analysis.classify import Failure, TrackResult
 from libtagger.analysis.head import PersonalHead
@@ -31,3 +31,16 @@ def classify_many(paths: Iterable[str], config: Config, jobs: int = 1, timeline:
                 worker.setup(config, head)) as runner:
         for (path, _), result in runner.run(items, ordered=True):
             yield Failure(path, result.reason) if isinstance(result, WorkerDied) else result
+
+
+def genres_of(config: Config, jobs: int = 1) -> Callable[[list[str]], dict[str, list[str] | str]]:
+    """A reader of many files' genre tags in isolated workers (``learn`` harvests with it):
+    path -> genres, or the reason they cannot be read."""
+    def read(paths: list[str]) -> dict[str, list[str] | str]:
+        if not paths:
+            return {}
+        with Runner(worker.current_genres, min(jobs, len(paths)), config.limits,
+                    worker.setup(config, models=False)) as runner:
+            return {path: (r.reason if isinstance(r, WorkerDied) else r)
+                    for path, r in runner.run(paths)}
+    return read
