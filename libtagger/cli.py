@@ -29,6 +29,7 @@ from libtagger.commands.common import (
     setup_logging,
 )
 from libtagger.commands.library import db, export, query, runs, scan, show, stats, undo
+from libtagger.commands.library import write_command
 from libtagger.commands.personal import learn, similar
 from libtagger.commands.service import service, status, watch
 from libtagger.errors import LibtaggerError, display_path
@@ -239,6 +240,7 @@ def models(tags: bool) -> None:
             click.echo("    " + ", ".join(info.labels))
 
 
-for _command in (db, export, learn, query, runs, scan, show, similar, stats, status, undo, watch):
+for _command in (db, export, learn, query, runs, scan, show, similar, stats, status, undo, watch,
+                 write_command):
     main.add_command(_command)
 main.add_command(service)

@@ -257,6 +257,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if not config_path.is_file():
         if explicit:
             raise ConfigError(f"config file not found: {config_path}")
+        if os.environ.get(CONFIG_ENV):  # asked for by name, like --config: must be there
+            raise ConfigError(f"config file not found: {config_path} (from ${CONFIG_ENV})")
         return Config()
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))

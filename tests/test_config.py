@@ -16,8 +16,16 @@ def test_example_config_is_exactly_the_defaults():
 
 
 def test_missing_default_config_means_defaults(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIBTAGGER_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("LIBTAGGER_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert load_config() == Config()
+
+
+def test_a_missing_config_named_by_the_environment_is_an_error(tmp_path, monkeypatch):
+    # Regression: $LIBTAGGER_CONFIG naming a missing file was silently ignored.
+    monkeypatch.setenv("LIBTAGGER_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match=r"absent.toml \(from \$LIBTAGGER_CONFIG\)"):
+        load_config()
 
 
 def test_explicit_missing_config_is_an_error(tmp_path):

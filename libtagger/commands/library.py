@@ -23,17 +23,20 @@ from libtagger.errors import display_path
 
 
 @click.command()
-@click.argument("roots", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.argument("roots", nargs=-1, type=click.Path(exists=True))
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
 @click.option("--dry-run", is_flag=True, help="Classify and show what would be written; change nothing.")
 @click.option("--no-write", is_flag=True, help="Store results in the database; leave the files alone.")
 @click.option("--force", is_flag=True, help="Reclassify every track, changed or not.")
 @click.option("--policy", type=click.Choice(["fill_empty", "replace", "append"]),
               help="How genres are written (default: config, else fill_empty).")
+@click.option("--rewrite-undone", is_flag=True,
+              help="Also write files whose genre you undid (by default they are left alone).")
 @click.pass_context
 def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: bool,
-         no_write: bool, force: bool, policy: str | None) -> None:
-    """Find tracks under ROOTS, classify new and changed ones, store and tag them."""
+         no_write: bool, force: bool, policy: str | None, rewrite_undone: bool) -> None:
+    """Find tracks under ROOTS (folders or single files), classify new and changed ones,
+    store and tag them."""
     from libtagger.pipeline.scan import scan_library
 
     config = config_for(ctx)
@@ -48,6 +51,7 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
             summary = scan_library(
                 library, roots, config, jobs=jobs_for(jobs, config, os.cpu_count() or 1),
                 force=force, write=not no_write, dry_run=dry_run, progress=progress.update,
+                rewrite_undone=rewrite_undone,
             )
         except KeyboardInterrupt:
             click.echo("interrupted: what was done is saved; run the scan again to resume", err=True)
@@ -63,6 +67,41 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
                    "are kept as they were", err=True)
     _print_summary(summary, dry_run)
     if summary.failed or summary.write_failed:
+        sys.exit(EXIT_FILE_FAILURES)
+
+
+@click.command("write")
+@click.argument("terms", nargs=-1)
+@click.option("--policy", type=click.Choice(["fill_empty", "replace", "append"]),
+              help="How genres are written (default: config, else fill_empty).")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; change nothing.")
+@click.option("--rewrite-undone", is_flag=True, help="Also write files whose genre you undid.")
+@click.pass_context
+def write_command(ctx: click.Context, terms: tuple[str, ...], policy: str | None,
+                  dry_run: bool, rewrite_undone: bool) -> None:
+    """Write the stored genres of the tracks matching QUERY (all without one) into their
+    files again, with the current policy: no classification needed."""
+    from libtagger.pipeline.rewrite import write_stored
+    from libtagger.query.language import select_tracks
+
+    config = config_for(ctx)
+    if policy:
+        config = dataclasses.replace(config, tags=dataclasses.replace(config.tags, policy=policy))
+    library = library_for(ctx, config)
+    with library.reader() as session:
+        ids = [t.id for t in select_tracks(session, " ".join(terms) or "status:done")]
+    outcomes = write_stored(library, config, ids, dry_run, rewrite_undone)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.write] = counts.get(o.write, 0) + 1
+        if o.write in ("planned", "written", "failed", "deferred", "undone") or dry_run:
+            verb = {"written": "wrote " + "; ".join(o.after)}.get(o.write)
+            click.echo(f"{display_path(o.path)}: {verb or _would(o)}")
+    done = counts.get("planned" if dry_run else "written", 0)
+    click.echo(f"{len(outcomes)} tracks: {'would write' if dry_run else 'wrote'} {done}, "
+               + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())
+                           if state not in ("planned", "written")) or "nothing else")
+    if counts.get("failed"):
         sys.exit(EXIT_FILE_FAILURES)
 
 
@@ -133,6 +172,9 @@ def _would(o) -> str:
         "gated": lambda: f"would not write: {o.reason or 'below the gate'}",
         "none": lambda: "would not write: no genre",
         "disabled": lambda: "would store only (writing disabled)",
+        "undone": lambda: f"would not write: {o.reason}",
+        "deferred": lambda: f"left for later: {o.write_error}",
+        "written": lambda: f"wrote {'; '.join(o.after)}",
         "failed": lambda: f"would not write: {o.write_error}",
     }
     return f"{genre}; " + reasons.get(o.write, lambda: o.write)()

@@ -30,6 +30,7 @@ from libtagger.pipeline.track import (
     apply_tag_write,
     decide,
     last_write,
+    was_undone,
     reconcile_planned_writes,
     record,
 )
@@ -270,6 +271,7 @@ def scan_library(
     write: bool = True,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
+    rewrite_undone: bool = False,
 ) -> ScanSummary:
     """Scan ``roots``: plan, classify what needs it with ``jobs`` workers, store, write tags.
 
@@ -292,7 +294,8 @@ def scan_library(
         head = active_head(library, name)
     with make_runner(config, jobs, head) as runner:
         if dry_run:
-            _dry_run(library, roots, force, write, config, runner, summary, progress)
+            _dry_run(library, roots, force, write, config, runner, summary, progress,
+                     rewrite_undone)
             return summary
         assert library is not None
         reconcile_planned_writes(library, runner)
@@ -304,7 +307,7 @@ def scan_library(
         status = "failed"
         try:
             refs = plan_scan(library, roots, force, summary, identify_with(runner), progress)
-            _process(library, runner, config, refs, write, summary, progress)
+            _process(library, runner, config, refs, write, summary, progress, rewrite_undone)
             status = "done"
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -322,7 +325,7 @@ def scan_library(
 
 def _process(library: Library, runner: Runner[Any, Any], config: Config,
              refs: list[TrackRef], write: bool, summary: ScanSummary,
-             progress: ProgressCallback | None) -> None:
+             progress: ProgressCallback | None, rewrite_undone: bool = False) -> None:
     """Analyse the tracks in the workers; store each result and apply its write as it comes."""
     total = len(refs)
     if progress:
@@ -330,7 +333,8 @@ def _process(library: Library, runner: Runner[Any, Any], config: Config,
     for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
         if isinstance(analysis, WorkerDied):
             analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
-        outcome, plan = record(library, ref, analysis, config, summary.run_id, write)
+        outcome, plan = record(library, ref, analysis, config, summary.run_id, write,
+                               rewrite_undone=rewrite_undone)
         if plan is not None:
             result = apply_tag_write(library, runner, plan)
             outcome.write, outcome.write_error = result.state, result.error
@@ -343,7 +347,7 @@ def _process(library: Library, runner: Runner[Any, Any], config: Config,
 
 def _dry_run(library: Library | None, roots: list[str], force: bool, write: bool,
              config: Config, runner: Runner[Any, Any], summary: ScanSummary,
-             progress: ProgressCallback | None) -> None:
+             progress: ProgressCallback | None, rewrite_undone: bool = False) -> None:
     """What a real scan would classify and write; the database is only read."""
     found, _ = _walk(roots, summary, progress)
     known = _known(library, roots)
@@ -363,19 +367,20 @@ def _dry_run(library: Library | None, roots: list[str], force: bool, write: bool
     for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
         if isinstance(analysis, WorkerDied):
             analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
-        last = _last_write_of(library, ref.track_id) if ref.track_id else None
-        outcome = decide(analysis, config, write, last)
+        last, undone = _history(library, ref.track_id) if ref.track_id else (None, False)
+        outcome = decide(analysis, config, write, last, undone and not rewrite_undone)
         outcome.track_id = ref.track_id
         _count(summary, outcome)
         if progress:
             progress("classify", done, len(refs))
 
 
-def _last_write_of(library: Library | None, track_id: int) -> tuple[list[str], list[str]] | None:
+def _history(library: Library | None, track_id: int
+             ) -> tuple[tuple[list[str], list[str]] | None, bool]:
     if library is None:
-        return None
+        return None, False
     with library.reader() as session:
-        return last_write(session, track_id)
+        return last_write(session, track_id), was_undone(session, track_id)
 
 
 def _count(summary: ScanSummary, outcome: Outcome) -> None:

@@ -38,7 +38,7 @@ from libtagger.pipeline.worker import Analysis, TrackRef, WritePlan, WriteResult
 log = logging.getLogger(__name__)
 
 __all__ = ["Analysis", "Outcome", "TrackRef", "apply_tag_write", "decide", "genres_to_write",
-           "last_write", "reconcile_planned_writes", "record"]
+           "last_write", "reconcile_planned_writes", "record", "was_undone"]
 
 
 @dataclass
@@ -53,8 +53,8 @@ class Outcome:
     error: str | None = None
     write: str = "none"
     """none (nothing to write), gated (below the confidence gate), kept (policy left the
-    file as it was), written, failed, deferred (tried again on the next run), planned (dry
-    run: would be written), disabled (--no-write)."""
+    file as it was), undone (the user undid our genre), written, failed, deferred (tried
+    again on the next run), planned (dry run: would be written), disabled (--no-write)."""
     before: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     write_error: str | None = None
@@ -105,10 +105,12 @@ def _classification(result: TrackResult, run_id: int | None) -> Classification:
 
 
 def decide(analysis: Analysis, config: Config, write: bool,
-           last_write: tuple[list[str], list[str]] | None = None) -> Outcome:
+           last_write: tuple[list[str], list[str]] | None = None,
+           undone: bool = False) -> Outcome:
     """What should happen to a file's genre tag, given its analysis (no side effects).
 
-    ``last_write`` is (before, after) of our newest write to it, if any.
+    ``last_write`` is (before, after) of our newest write to it, if any; ``undone`` says the
+    user undid our genre on it (not written again unless they ask: ``--rewrite-undone``).
     """
     path = analysis.path
     if analysis.result is None:
@@ -122,6 +124,10 @@ def decide(analysis: Analysis, config: Config, write: bool,
         outcome.write = "disabled"
     elif not ours:
         outcome.write = "gated" if result.genres else "none"
+    elif undone:
+        outcome.write = "undone"
+        outcome.reason = ("you undid libtagger's genre on this file; --rewrite-undone writes "
+                          "it again")
     elif analysis.genres_before is None:
         outcome.write, outcome.write_error = "failed", analysis.tag_error
     else:
@@ -137,7 +143,8 @@ def decide(analysis: Analysis, config: Config, write: bool,
 
 def record(library: Library, ref: TrackRef, analysis: Analysis, config: Config,
            run_id: int | None = None, write: bool = True,
-           on_commit: Callable[[Session], None] | None = None) -> tuple[Outcome, WritePlan | None]:
+           on_commit: Callable[[Session], None] | None = None,
+           rewrite_undone: bool = False) -> tuple[Outcome, WritePlan | None]:
     """Store one analysis and plan its tag write in one transaction.
 
     ``on_commit`` runs inside that transaction (the daemon finishes its job there, so a job
@@ -152,7 +159,8 @@ def record(library: Library, ref: TrackRef, analysis: Analysis, config: Config,
                            error="track no longer in database"), None
         if not analysis.transient:  # waiting for a copy to finish is not an attempt
             track.attempts += 1
-        outcome = decide(analysis, config, write, last_write(session, track.id))
+        outcome = decide(analysis, config, write, last_write(session, track.id),
+                         was_undone(session, track.id) and not rewrite_undone)
         outcome.track_id = track.id
         if analysis.result is None:
             # A transient cause (busy, settling, permissions) leaves the track pending: the
@@ -194,6 +202,17 @@ def last_write(session: Session, track_id: int) -> tuple[list[str], list[str]] |
         .order_by(TagWrite.id.desc()).limit(1)
     ).first()
     return None if last is None else (list(last.before), list(last.after))
+
+
+def was_undone(session: Session, track_id: int) -> bool:
+    """Whether the user undid our newest write to a track (and nothing was written since)."""
+    state = session.scalar(
+        select(TagWrite.state)
+        .where(TagWrite.track_id == track_id, TagWrite.kind == "write",
+               TagWrite.state.in_(("written", "undone")))
+        .order_by(TagWrite.id.desc()).limit(1)
+    )
+    return state == "undone"
 
 
 def plan_over_our_write(before: list[str], ours: list[str], policy: str,

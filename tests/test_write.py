@@ -1,0 +1,81 @@
+"""Decisions the user made stick: `libtagger write` re-applies stored results, undo is remembered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import audiogen
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from libtagger.cli import main
+from libtagger.library.db import Classification, Library
+from libtagger.library.tags import read_genres
+
+
+def run(db: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["--db", str(db), *args])
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def scanned(tmp_path) -> tuple[Path, Path]:
+    """One file the user tagged Polka, scanned with the default policy (Polka is kept)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    path = audiogen.set_genre(audiogen.write(root / "song.flac", audiogen.music(20.0, seed=3)),
+                              ["Polka"])
+    db = tmp_path / "lib.db"
+    code, out, _ = run(db, "scan", "--jobs", "1", str(root))
+    assert code == 0 and "wrote 0 tags" in out and read_genres(path) == ["Polka"]
+    return path, db
+
+
+def classified_at(db: Path):
+    with Library(db).reader() as session:
+        return session.scalars(select(Classification.created_at)).all()
+
+
+def test_a_new_policy_is_applied_without_classifying_again(scanned):
+    path, db = scanned
+    before = classified_at(db)
+    code, out, _ = run(db, "write", "--policy", "replace", "--dry-run")
+    assert code == 0 and "would write Electronic (now: Polka)" in out
+    assert read_genres(path) == ["Polka"]
+    code, out, _ = run(db, "write", "--policy", "append")
+    assert code == 0 and "wrote Polka; Electronic" in out and "wrote 1" in out
+    assert read_genres(path) == ["Polka", "Electronic"]
+    assert classified_at(db) == before  # nothing was classified again
+    code, out, _ = run(db, "write", "--policy", "append")
+    assert "wrote 0" in out and "1 kept" in out  # ours is there already: written once
+
+
+def test_an_undone_genre_is_not_written_again_unless_asked(scanned):
+    path, db = scanned
+    run(db, "write", "--policy", "replace")
+    assert read_genres(path) == ["Electronic"]
+    code, out, _ = run(db, "undo", str(path))
+    assert code == 0 and read_genres(path) == ["Polka"]
+    # Regression: scan --force wrote it straight back.
+    code, out, _ = run(db, "scan", "--jobs", "1", "--force", "--policy", "replace",
+                       str(path.parent))
+    assert code == 0 and read_genres(path) == ["Polka"]
+    code, out, _ = run(db, "write", "--policy", "replace")
+    assert "you undid libtagger's genre" in out and read_genres(path) == ["Polka"]
+    code, out, _ = run(db, "write", "--policy", "replace", "--rewrite-undone")
+    assert "wrote Electronic" in out and read_genres(path) == ["Electronic"]
+
+
+def test_a_file_changed_since_classification_is_left_for_a_rescan(scanned):
+    path, db = scanned
+    audiogen.set_genre(path, ["Waltz"])  # a tag edit changes the file's stat
+    code, out, _ = run(db, "write", "--policy", "replace")
+    assert "changed since it was classified" in out and read_genres(path) == ["Waltz"]
+
+
+def test_scan_takes_a_single_file(scanned):
+    path, db = scanned
+    code, out, _ = run(db, "scan", "--jobs", "1", "--force", str(path))
+    assert code == 0 and "1 files:" in out and "classified 1" in out
