@@ -68,11 +68,11 @@ def setup_logging(base: int, verbose: int) -> None:
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # -v and -vv are about libtagger: other libraries keep to warnings, whatever the level.
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("apscheduler", "watchdog", "alembic"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.WARNING))
+    logging.getLogger("libtagger").setLevel(level)
 
 
 def library_for(ctx: click.Context, config):

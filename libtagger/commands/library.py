@@ -195,7 +195,7 @@ def _print_summary(summary, dry_run: bool) -> None:
     click.echo(
         f"classified {s.classified}, {wrote}, {s.failed} failed"
         + (f", {s.write_failed} tag writes failed" if s.write_failed else "")
-        + (f", {s.deferred} left for the next run (still being written or busy)"
+        + (f", {s.deferred} left for the next run (busy, still settling, or not writable now)"
            if s.deferred else "")
         + (f", {len(s.unreadable)} folders unreadable" if s.unreadable else "")
     )

@@ -10,6 +10,7 @@ so a scan killed at any moment resumes where it stopped. A dry run goes the same
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy import or_, select, update
 
 from libtagger.analysis.head import PersonalHead
 from libtagger.config import Config
+from libtagger.errors import display_path
 from libtagger.library.db import Library, Run, Track, under_path, utcnow
 from libtagger.library.guards import Snapshot
 from libtagger.pipeline import worker
@@ -29,6 +31,7 @@ from libtagger.pipeline.track import (
     TrackRef,
     apply_tag_write,
     decide,
+    describe,
     last_write,
     was_undone,
     reconcile_planned_writes,
@@ -37,6 +40,8 @@ from libtagger.pipeline.track import (
 from libtagger.pipeline.walk import NOT_AUDIO, FoundFile, Walk, walk_library
 
 __all__ = ["NOT_AUDIO", "ScanSummary", "plan_scan", "scan_library", "walk_library"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -341,6 +346,7 @@ def _process(library: Library, runner: Runner[Any, Any], config: Config,
             if result.state == "written":
                 outcome.after = plan.after
         _count(summary, outcome)
+        log.info("%s: %s", display_path(ref.path), describe(outcome))
         if progress:
             progress("classify", done, total)
 

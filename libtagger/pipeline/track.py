@@ -62,6 +62,20 @@ class Outcome:
     """The genre tree's reason: what was decided, or why nothing may be written."""
 
 
+def describe(outcome: Outcome) -> str:
+    """One line about a track's outcome: what was decided, and what happened to its tag."""
+    if outcome.status != "done":
+        return f"{outcome.status}: {outcome.error}"
+    genre = ", ".join(outcome.genres[:3]) or "no genre"
+    tag = {"written": f"wrote {'; '.join(outcome.after)}",
+           "kept": "kept the file's genre (policy)",
+           "disabled": "not written (writing disabled)",
+           "planned": f"would write {'; '.join(outcome.after)}",
+           }.get(outcome.write, f"tag {outcome.write}")
+    why = outcome.write_error or (outcome.reason if outcome.write in ("gated", "undone") else "")
+    return f"{genre}; {tag}" + (f" ({why})" if why else "")
+
+
 def genres_to_write(result: TrackResult, tags: TagConfig) -> list[str]:
     """What the genre tree decided may be written (none when the evidence disagrees)."""
     if result.decision is None:
