@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -214,6 +215,13 @@ def test_bad_and_read_only_files_are_reported_and_the_scan_goes_on(tmp_library, 
     assert found[str(tmp_library / "empty.mp3")].status == "failed"
     assert found[str(tmp_library / "empty.mp3")].last_error == "empty file (0 bytes)"
     assert found[str(locked)].status == "done"  # classified and stored, just not written
+    assert found[str(locked)].last_error.startswith("tag not written: read-only file")
+    # A tag that could not be written shows where failures do: stats and `query error:`.
+    stats = CliRunner().invoke(main, ["--db", str(db), "stats", "--json"]).stdout
+    assert str(locked) in stats and "tag not written" in stats
+    listed = CliRunner().invoke(main, ["--db", str(db), "query", "--format", "json",
+                                       "error:read-only"]).stdout
+    assert [r["path"] for r in json.loads(listed)] == [str(locked)]
     assert sum(t.status == "done" for t in found.values()) == 7
     # Bad files are not retried while unchanged; a read-only file is, once it is writable
     # again (regression: it stayed untagged for good), without being classified again.

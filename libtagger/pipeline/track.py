@@ -280,10 +280,15 @@ def _finish_write(library: Library, write_id: int, result: WriteResult) -> None:
         assert planned is not None
         planned.state = result.state
         planned.error = result.error
+        track = planned.track
         if result.state != "written":
+            if result.state in ("failed", "deferred") and track.path == planned.path:
+                # Seen by `query error:` and `stats`: the track is classified, its tag is not.
+                track.last_error = f"tag not written: {result.error}"
             return
         planned.written_at = utcnow()
-        track = planned.track
+        if track.last_error and track.last_error.startswith("tag not written"):
+            track.last_error = None
         if result.snapshot is not None and track.path == planned.path:
             track.size, track.mtime_ns = result.snapshot.size, result.snapshot.mtime_ns
             planned.snapshot = dataclasses.asdict(result.snapshot)

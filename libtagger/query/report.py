@@ -36,7 +36,8 @@ def library_stats(library: Library, max_failures: int = 50) -> dict[str, Any]:
             buckets[_bucket_name(index)] += 1
         failures = session.execute(
             select(Track.path, Track.last_error)
-            .where(Track.status == "failed")
+            .where((Track.status == "failed")
+                   | ((Track.status != "missing") & Track.last_error.like("tag not written%")))
             .order_by(Track.updated_at.desc())
             .limit(max_failures)
         ).all()
