@@ -86,6 +86,8 @@ def test_show_and_stats(scanned):
                 if li.strip().startswith("decision"))
     assert decision["reason"] in line
     assert line.split(None, 1)[1].startswith("write " if decision["genres"] else "nothing to write: ")
+    listing = run(db, "show", str(root / "2024"))  # a folder lists its tracks
+    assert "a.flac" in listing and "c.ogg" not in listing
     report = json.loads(run(db, "stats", "--json"))
     assert report["tracks"] == 3 and report["status"] == {"done": 3}
     assert sum(report["genres"].values()) == 3 == sum(report["confidence"].values())

@@ -304,7 +304,8 @@ def export(ctx: click.Context, fmt: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
 @click.pass_context
 def show(ctx: click.Context, path: str, as_json: bool) -> None:
-    """Everything known about one track: genres, tags, history, and its timeline."""
+    """Everything known about one track: genres, the decision and why, tags, history, and its
+    timeline; for a folder, the list of its tracks."""
     from sqlalchemy import select
 
     from libtagger.library.db import TagWrite, Track
@@ -313,6 +314,18 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
     config = config_for(ctx)
     library = library_for(ctx, config)
     real = os.path.realpath(os.path.expanduser(path))
+    if os.path.isdir(real):  # a folder: its tracks, as `query path:` lists them
+        from libtagger.library.db import under_path
+        from libtagger.query.listing import write_rows
+
+        with library.reader() as session:
+            tracks = session.scalars(select(Track).where(under_path(Track.path, real))
+                                     .order_by(Track.path)).all()
+            rows = track_rows(tracks)
+        if not rows:
+            raise click.UsageError(f"no scanned tracks under {display_path(real)}")
+        write_rows(rows, "json" if as_json else "table", sys.stdout)
+        return
     with library.reader() as session:
         track = session.scalars(select(Track).where(Track.path == real)).first()
         if track is None:
