@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 
@@ -14,6 +15,20 @@ def display_path(path: str | os.PathLike[str]) -> str:
     """A path as printable text, even when the file name is not valid UTF-8."""
     text = os.fspath(path)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def path_fields(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A path for JSON and CSV, the same way everywhere, lossless and always valid UTF-8.
+
+    ``path`` is the text (bytes that are not UTF-8 shown as U+FFFD); only when there are such
+    bytes, ``path_bytes`` holds the exact name, base64-encoded, to find the file again.
+    """
+    raw = os.fsencode(path)
+    try:
+        return {"path": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"path": raw.decode("utf-8", "replace"),
+                "path_bytes": base64.b64encode(raw).decode("ascii")}
 
 
 class LibtaggerError(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
@@ -91,7 +93,12 @@ def test_non_utf8_and_very_long_names(classifier, tmp_path):
     source = audiogen.write(tmp_path / "x.ogg", audiogen.music(8.0))
     latin1 = os.path.join(os.fsencode(tmp_path), b"caf\xe9.ogg")
     os.rename(source, latin1)
-    assert classifier.classify(os.fsdecode(latin1)).genres
+    result = classifier.classify(os.fsdecode(latin1))
+    assert result.genres
+    # classify --json: valid UTF-8 JSON, the exact name in path_bytes (regression: raw bytes)
+    record = json.loads(json.dumps(result.to_dict(), ensure_ascii=False).encode().decode())
+    assert record["path"].endswith("caf\ufffd.ogg")
+    assert base64.b64decode(record["path_bytes"]) == latin1
     long_name = tmp_path / ("a" * 250 + ".wav")
     audiogen.write(long_name, audiogen.music(4.0))
     assert classifier.classify(long_name).genres

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -478,9 +479,14 @@ def test_write_json_round_trips_even_non_utf8_paths(genres_lib):
     rows = rows_for(genres_lib, "")
     out = io.StringIO()
     write_rows(rows, "json", out)
-    assert out.getvalue().isascii()
-    assert json.loads(out.getvalue()) == rows
-    assert json.loads(out.getvalue())[0]["path"] == LATIN1
+    text = out.getvalue()
+    text.encode("utf-8")  # valid UTF-8 throughout: no lone surrogates
+    parsed = json.loads(text)
+    # The one convention: readable text, and the exact bytes (base64) when not UTF-8.
+    assert parsed[0]["path"] == "/m/caf\ufffd/x.mp3"
+    assert base64.b64decode(parsed[0]["path_bytes"]) == os.fsencode(LATIN1)
+    assert all("path_bytes" not in r for r in parsed[1:])
+    assert [r["path"] for r in parsed[1:]] == [r["path"] for r in rows[1:]]
 
 
 def test_write_csv_has_a_header_and_parses_back(genres_lib):
@@ -494,6 +500,8 @@ def test_write_csv_has_a_header_and_parses_back(genres_lib):
     assert by_path["/m/mix.mp3"]["genres"] == "Techno; House"
     assert float(by_path["/m/mix.mp3"]["score"]) == 0.8
     assert by_path["/m/caf\ufffd/x.mp3"]["last_error"] == 'says "no", twice'
+    assert base64.b64decode(by_path["/m/caf\ufffd/x.mp3"]["path_bytes"]) == os.fsencode(LATIN1)
+    assert by_path["/m/mix.mp3"]["path_bytes"] == ''
     assert by_path["/m/todo.mp3"]["genre"] == "" and by_path["/m/todo.mp3"]["status"] == "pending"
 
 

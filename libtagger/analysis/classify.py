@@ -17,6 +17,7 @@ import numpy as np
 from libtagger.analysis.audio import SILENCE_DBFS, AudioFile, Window
 from libtagger.config import Config
 from libtagger.errors import DecodeError, FileError, LibtaggerError, ModelError, display_path
+from libtagger.errors import path_fields
 from libtagger.analysis.model import Model, networks
 from libtagger.analysis.tree import Decision, GenreTree, NetworkVotes
 from libtagger.analysis.vote import GenreScore
@@ -74,7 +75,7 @@ class TrackResult:
     def to_dict(self, timeline: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (the ``--json`` output)."""
         out: dict[str, Any] = {
-            "path": self.path,
+            **path_fields(self.path),
             "genres": [_genre_dict(g) for g in self.genres],
             "duration": None if self.duration is None else round(self.duration, 3),
             "windows": self.windows,

@@ -19,7 +19,7 @@ from libtagger.commands.common import (
     jobs_for,
     library_for,
 )
-from libtagger.errors import display_path
+from libtagger.errors import display_path, path_fields
 
 
 @click.command()
@@ -351,7 +351,7 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
             ],
         )
     if as_json:
-        click.echo(json.dumps(row, indent=2))
+        click.echo(json.dumps({**row, **path_fields(row["path"])}, indent=2, ensure_ascii=False))
         return
     click.echo(display_path(row["path"]))
     click.echo(f"  status     {row['status']}" + (f" ({row['last_error']})" if row["last_error"] else ""))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from libtagger.library.db import Track
-from libtagger.errors import display_path
+from libtagger.errors import display_path, path_fields
 from libtagger.query.language import QueryError
 
 OUTPUT_FORMATS = ("table", "csv", "json")
@@ -48,20 +48,24 @@ def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
 def write_rows(rows: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
     """Write :func:`track_rows` records as ``table``, ``csv`` or ``json``.
 
-    JSON is ASCII with escapes, so undecodable path bytes survive (as ``\\udcXX``); the table
-    and CSV show them as U+FFFD, and CSV lists only the genre names (``; ``-joined).
+    Paths follow :func:`~libtagger.errors.path_fields` in JSON and CSV (text, plus
+    ``path_bytes`` when the name is not UTF-8); the table shows the text. CSV lists only the
+    genre names (``; ``-joined).
+
+
 
     Raises:
         QueryError: ``fmt`` is not one of :data:`OUTPUT_FORMATS`.
     """
     if fmt == "json":
-        json.dump(list(rows), stream, indent=2)
+        json.dump([{**row, **path_fields(row["path"])} for row in rows], stream, indent=2,
+                  ensure_ascii=False)
         stream.write("\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(stream, CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(stream, [*CSV_COLUMNS, "path_bytes"], lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            flat = {**row, "path": display_path(row["path"])}
+            flat = {**row, "path_bytes": "", **path_fields(row["path"])}
             flat["genres"] = "; ".join(g["genre"] for g in row["genres"])
             writer.writerow(flat)
     elif fmt == "table":
