@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import audiogen
@@ -79,3 +80,30 @@ def test_scan_takes_a_single_file(scanned):
     path, db = scanned
     code, out, _ = run(db, "scan", "--jobs", "1", "--force", str(path))
     assert code == 0 and "1 files:" in out and "classified 1" in out
+
+
+def test_queries_answer_about_the_files_own_tags(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    tagged = audiogen.write(root / "a.mp3", audiogen.music(20.0, seed=4))
+    import mutagen
+
+    audio = mutagen.File(tagged, easy=True)
+    audio["artist"], audio["title"], audio["album"] = ["Dj Ärtist"], ["Night"], ["Deep Cuts"]
+    audio["genre"] = ["Hip Hop"]
+    audio.save()
+    plain = audiogen.write(root / "b.flac", audiogen.music(20.0, seed=5))
+    db = tmp_path / "lib.db"
+    assert run(db, "scan", "--jobs", "1", str(root))[0] == 0
+
+    def paths(*query: str) -> list[str]:
+        code, out, err = run(db, "query", "--format", "json", *query)
+        assert code == 0, err
+        return [Path(r["path"]).name for r in json.loads(out)]
+
+    # The user's own "Hip Hop" tag is visible (regression: only libtagger's guesses were).
+    assert paths("tag:hip-hop") == ["a.mp3"] and paths("tag:hip") == []
+    assert paths("artist:ärtist") == paths("title:night") == paths("album:deep") == ["a.mp3"]
+    assert paths("written:electronic") == ["b.flac"]  # what libtagger wrote, and only that
+    assert paths("tag:electronic") == ["b.flac"]  # the file carries it now
+    assert read_genres(plain) == ["Electronic"]

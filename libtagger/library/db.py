@@ -30,6 +30,8 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -105,6 +107,15 @@ class Track(Base):
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     missing_since: Mapped[datetime | None]
+    file_genre: Mapped[str | None]
+    """The genre tag the file carries, as last read ("; "-joined)."""
+    file_genre_key: Mapped[str | None]
+    """The same genres normalised and fenced, ``|hiphop|rock|``, for exact ``tag:`` matches."""
+    written: Mapped[str | None]
+    """What libtagger last wrote into the file ("; "-joined); cleared by undo."""
+    artist: Mapped[str | None]
+    title: Mapped[str | None]
+    album: Mapped[str | None]
 
     classification: Mapped[Classification | None] = relationship(
         back_populates="track", cascade="all, delete-orphan", uselist=False
@@ -121,6 +132,13 @@ class Track(Base):
             session.delete(self.classification)
             session.flush()
         self.classification = new
+
+
+def genre_key(genres: list[str]) -> str:
+    """``|a|b|`` of normalised genre names: ``tag:`` matches a whole genre, never a part."""
+    from libtagger.analysis.vote import normalise_genre
+
+    return "|" + "|".join(normalise_genre(g) for g in genres) + "|" if genres else ""
 
 
 class Classification(Base):
@@ -308,6 +326,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class fold(FunctionElement[str]):  # noqa: N801 - an SQL function name
+    """SQL: text folded for case-insensitive matching, in every script ("Ä" = "ä").
+
+    PostgreSQL's lower() knows Unicode; SQLite's knows only ASCII, so there it calls
+    Python's casefold, registered on every connection.
+    """
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(fold)
+def _fold_default(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(fold, "sqlite")
+def _fold_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"lt_fold({compiler.process(element.clauses, **kw)})"
+
+
+def _casefold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
 def _sqlite_begin(connection: Any) -> None:
     """Start every transaction ourselves: IMMEDIATE for a writing session, so that its reads
     and writes are one atomic step (pysqlite would begin lazily, at the first write, and a
@@ -318,6 +361,7 @@ def _sqlite_begin(connection: Any) -> None:
 
 def _sqlite_autocommit(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # no implicit BEGIN: _sqlite_begin issues it
+    dbapi_connection.create_function("lt_fold", 1, _casefold, deterministic=True)
 
 
 def create_db_engine(url: str) -> Engine:

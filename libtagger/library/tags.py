@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -48,6 +49,19 @@ class TagFamily:
     """Keyword arguments for mutagen when loading a file only to read it."""
     write_options: ClassVar[Mapping[str, Any]] = {}
     """Keyword arguments for mutagen when loading a file that will be saved."""
+    text_keys: ClassVar[Mapping[str, str]] = {}
+    """Where this family keeps the artist, title and album (read for ``query``)."""
+
+    def text(self, audio: Any, field: str) -> str | None:
+        """One text field (artist, title, album) of the loaded file, if it has it."""
+        tags = audio.tags
+        key = self.text_keys.get(field)
+        if tags is None or key is None or key not in tags:
+            return None
+        value = tags[key]
+        values = getattr(value, "text", value)
+        text = "; ".join(str(v) for v in values) if isinstance(values, list) else str(values)
+        return text.strip() or None
 
     def genres(self, audio: Any, separator: str) -> list[str]:
         """The genres the loaded file holds."""
@@ -81,6 +95,7 @@ class ID3Genres(TagFamily):
     """ID3v2 TCON in an ID3 chunk (WAV, AIFF); an existing tag keeps its version."""
 
     kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (WAVE, AIFF)
+    text_keys: ClassVar[Mapping[str, str]] = {"artist": "TPE1", "title": "TIT2", "album": "TALB"}
     # translate=False keeps every frame as stored; saving in the tag's own version then writes
     # them back unchanged (translating would turn TYER/TDAT into TDRC, then back, lossily).
     read_options: ClassVar[Mapping[str, Any]] = {"translate": False}
@@ -223,6 +238,8 @@ class VorbisGenres(FieldGenres):
     kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (FLAC, OggVorbis, OggOpus)
     genre_key = "GENRE"
     score_key = SCORE_FIELD
+    text_keys: ClassVar[Mapping[str, str]] = {"artist": "artist", "title": "title",
+                                              "album": "album"}
 
 
 class MP4Genres(FieldGenres):
@@ -231,6 +248,8 @@ class MP4Genres(FieldGenres):
     kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (MP4,)
     genre_key = "\xa9gen"
     score_key = "----:org.libtagger:GENRE_SCORE"
+    text_keys: ClassVar[Mapping[str, str]] = {"artist": "\xa9ART", "title": "\xa9nam",
+                                              "album": "\xa9alb"}
 
     def score_value(self, score: float) -> Any:
         return MP4FreeForm(_score_text(score).encode(), dataformat=AtomDataType.UTF8)
@@ -254,6 +273,33 @@ def read_genres(path: StrPath, separator: str = "; ") -> list[str]:
             _refuse_hostile(path, file)
             kind, family = _detect(path, file)
             return family.genres(_load(path, kind, file, family.read_options), separator)
+    except OSError as exc:
+        raise DecodeError(path, exc.strerror or str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class FileTags:
+    """What a file's tags say, for the library's records (``query tag:``, ``artist:`` …)."""
+
+    genres: list[str]
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+
+
+def read_tags(path: StrPath, separator: str = "; ") -> FileTags:
+    """The genres, artist, title and album a file holds now (one parse).
+
+    Raises:
+        DecodeError: as :func:`read_genres`.
+    """
+    try:
+        with open_regular(path) as file:
+            _refuse_hostile(path, file)
+            kind, family = _detect(path, file)
+            audio = _load(path, kind, file, family.read_options)
+            return FileTags(family.genres(audio, separator), *(
+                family.text(audio, f) for f in ("artist", "title", "album")))
     except OSError as exc:
         raise DecodeError(path, exc.strerror or str(exc)) from exc
 

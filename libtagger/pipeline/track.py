@@ -27,7 +27,8 @@ from libtagger.analysis.classify import TrackResult
 from libtagger.analysis.vote import normalise_genre
 from libtagger.config import Config, TagConfig
 from libtagger.errors import display_path
-from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, utcnow
+from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, genre_key
+from libtagger.library.db import utcnow
 from libtagger.library.guards import Snapshot
 from libtagger.library.safewrite import remove_recorded_temp, temp_path_for
 from libtagger.library.tags import plan_genres
@@ -193,6 +194,8 @@ def record(library: Library, ref: TrackRef, analysis: Analysis, config: Config,
         # The stat of the file that was analysed, never a later one: a file replaced since
         # then shows up as changed on the next scan.
         track.size, track.mtime_ns = analysis.size, analysis.mtime_ns
+        if analysis.file_tags is not None:
+            remember_file_tags(track, analysis.file_tags.genres, analysis.file_tags)
         track.replace_classification(session, _classification(result, run_id))
         if outcome.write != "planned":
             return outcome, None
@@ -205,6 +208,14 @@ def record(library: Library, ref: TrackRef, analysis: Analysis, config: Config,
         session.flush()
         score = result.genres[0].score if result.genres else None
         return outcome, _plan_of(planned, score)
+
+
+def remember_file_tags(track: Track, genres: list[str], tags: Any = None) -> None:
+    """Keep what the file's tags say on the track: its genres, and artist, title, album."""
+    track.file_genre = "; ".join(genres) or None
+    track.file_genre_key = genre_key(genres) or None
+    if tags is not None:
+        track.artist, track.title, track.album = tags.artist, tags.title, tags.album
 
 
 def last_write(session: Session, track_id: int) -> tuple[list[str], list[str]] | None:
@@ -289,6 +300,9 @@ def _finish_write(library: Library, write_id: int, result: WriteResult) -> None:
         planned.written_at = utcnow()
         if track.last_error and track.last_error.startswith("tag not written"):
             track.last_error = None
+        if track.path == planned.path:
+            remember_file_tags(track, list(planned.after))
+            track.written = "; ".join(planned.after) if planned.kind == "write" else None
         if result.snapshot is not None and track.path == planned.path:
             track.size, track.mtime_ns = result.snapshot.size, result.snapshot.mtime_ns
             planned.snapshot = dataclasses.asdict(result.snapshot)

@@ -22,7 +22,7 @@ from libtagger.config import Config
 from libtagger.errors import TRANSIENT_ERRNOS, FileError, TagWriteError
 from libtagger.library import guards
 from libtagger.library.guards import Snapshot
-from libtagger.library.tags import read_genres, write_genres
+from libtagger.library.tags import FileTags, read_genres, read_tags, write_genres
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class Analysis:
     genres_before: list[str] | None = None
     """The genres the file holds now; None when its tags cannot be read."""
     tag_error: str | None = None
+    file_tags: FileTags | None = None
+    """Artist, title and album as the file's tags say (for ``query``)."""
 
     @property
     def size(self) -> int:
@@ -164,13 +166,14 @@ def analyse(ref: TrackRef) -> Analysis:
                         "again", transient=True)
     if isinstance(outcome, Failure):
         return Analysis(ref.path, before, identity, fmt, error=outcome.reason)
-    genres_before, tag_error = None, None
+    tags, tag_error = None, None
     try:
-        genres_before = read_genres(ref.path, config.tags.separator)
+        tags = read_tags(ref.path, config.tags.separator)
     except FileError as exc:
         tag_error = exc.reason
     return Analysis(ref.path, before, identity, fmt, result=outcome,
-                    genres_before=genres_before, tag_error=tag_error)
+                    genres_before=tags.genres if tags else None, tag_error=tag_error,
+                    file_tags=tags)
 
 
 def classify(item: tuple[str, bool]) -> TrackResult | Failure:

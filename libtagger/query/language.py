@@ -64,7 +64,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from libtagger.query import values
-from libtagger.library.db import Classification, FilePath, GenreRow, Track, under_path
+from libtagger.library.db import Classification, FilePath, GenreRow, Track, fold, under_path
 from libtagger.errors import LibtaggerError
 from libtagger.analysis.vote import normalise_genre
 
@@ -121,8 +121,9 @@ def _within(column: InstrumentedAttribute[Any], bounds: values.Bounds) -> Column
 
 
 def _contains(column: Any, needle: Any) -> ColumnElement[bool]:
-    """``needle`` occurs in ``column``, ignoring ASCII case (instr: no wildcards to escape)."""
-    return func.instr(func.lower(column), func.lower(needle)) > 0
+    """``needle`` occurs in ``column``, ignoring case in any script (instr: no wildcards to
+    escape)."""
+    return func.instr(fold(column), fold(needle)) > 0
 
 
 def _under(path: str) -> ColumnElement[bool]:
@@ -166,6 +167,13 @@ _FIELDS: dict[str, _Field] = {
     "classified": _Field(values.times, lambda b: _within(Classification.created_at, b),
                          "classification"),
     "error": _Field(values.as_written, lambda v: _contains(Track.last_error, v), "track"),
+    # What the files themselves say, read at scan time (not libtagger's guesses):
+    "tag": _Field(values.as_written, lambda v: _contains(Track.file_genre_key,
+                                                          f"|{normalise_genre(v)}|"), "track"),
+    "written": _Field(values.as_written, lambda v: _contains(Track.written, v), "track"),
+    "artist": _Field(values.as_written, lambda v: _contains(Track.artist, v), "track"),
+    "title": _Field(values.as_written, lambda v: _contains(Track.title, v), "track"),
+    "album": _Field(values.as_written, lambda v: _contains(Track.album, v), "track"),
 }
 _BARE_WORD = _Field(values.as_written, lambda v: _contains(Track.path, literal(v, FilePath)),
                     "track")

@@ -15,7 +15,8 @@ from libtagger.query.language import QueryError
 OUTPUT_FORMATS = ("table", "csv", "json")
 TABLE_COLUMNS = ("path", "genre", "score", "confidence", "status")
 CSV_COLUMNS = ("path", "format", "duration", "status", "genre", "score", "confidence", "genres",
-               "model", "classified_at", "added_at", "last_error")
+               "tag", "written", "artist", "title", "album", "model", "classified_at",
+               "added_at", "last_error")
 
 
 def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
@@ -37,6 +38,11 @@ def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
             "score": top.get("score"),
             "confidence": top.get("confidence"),
             "genres": genres,
+            "tag": track.file_genre,
+            "written": track.written,
+            "artist": track.artist,
+            "title": track.title,
+            "album": track.album,
             "model": found.model if found else None,
             "classified_at": _iso(found.created_at) if found else None,
             "added_at": _iso(track.added_at),
