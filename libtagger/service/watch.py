@@ -48,6 +48,7 @@ from libtagger.service.queue import (
     ClaimedJob,
     claim,
     enqueue,
+    enqueue_many,
     fail,
     finish,
     mark_done,
@@ -295,12 +296,24 @@ class Daemon:
             analysis = self._pool.outcome(future)
             if isinstance(analysis, WorkerDied):
                 # The worker died on this file (a crash, a timeout, out of memory): it costs
-                # this file only; pebble has already replaced the worker.
-                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
-            if analysis.transient:  # busy, settling, a permission: look again later
+                # this file and this job only (each job has its own task); pebble has already
+                # replaced the worker.
+                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason,
+                                    transient=analysis.retry, busy=analysis.retry)
+            if analysis.transient:
+                # Not the file's fault: the track stays pending with its error. A file still
+                # being written is waited for (not an attempt); anything else (a permission,
+                # a vanished file, an I/O error) is retried with backoff, then parked.
                 record(self.library, ref, analysis, self.config, self._run_id)
-                postpone(self.library, job.id, max(self.config.watch.quiet_seconds, 1.0))
-                log.info("%s: %s", display_path(ref.path), analysis.error)
+                if analysis.busy:
+                    postpone(self.library, job.id, max(self.config.watch.quiet_seconds, 1.0))
+                    log.info("%s: %s", display_path(ref.path), analysis.error)
+                else:
+                    state = fail(self.library, job.id, analysis.error or "transient error",
+                                 self.config.watch.max_attempts,
+                                 self.config.watch.backoff_seconds)
+                    log.warning("%s: %s (%s)", display_path(ref.path), analysis.error,
+                                "parked" if state == "failed" else "will retry")
                 continue
             outcome, plan = record(self.library, ref, analysis, self.config, self._run_id,
                                    on_commit=lambda session, j=job.id: mark_done(session, j))
@@ -389,8 +402,8 @@ class Daemon:
                 return
             self.in_flight[job.id] = (job, ref, self._pool.submit(ref))
             return
-        for ref in refs:
-            enqueue(self.library, "file", ref.path)
+        enqueue_many(self.library, "file", [ref.path for ref in refs],
+                     between=lambda _done, _total: self.notifier.notify("WATCHDOG=1"))
         finish(self.library, job.id)
 
     def _move_job(self, job: ClaimedJob) -> None:
@@ -418,8 +431,14 @@ class Daemon:
             refs = plan_scan(self.library, roots, False, summary, identify_with(self._pool),
                              progress=alive)
             paths = [ref.path for ref in refs]
-            for path in paths:
-                enqueue(self.library, "file", path)
+
+            def queued(done: int, total: int) -> None:
+                # One transaction per chunk: progress is committed, and systemd hears from
+                # us between chunks however many files there are.
+                self.notifier.notify(f"STATUS=reconcile: queued {done} of {total}",
+                                     "WATCHDOG=1")
+
+            enqueue_many(self.library, "file", paths, between=queued)
             prune_done(self.library)
         except Exception:  # noqa: BLE001 - the next run tries again
             log.exception("reconcile failed")
