@@ -250,3 +250,22 @@ def test_a_crashing_or_hanging_worker_costs_only_its_item():
     assert [results[i] for i in (0, 3, 4, 5)] == [0, 30, 40, 50]
     assert isinstance(results[1], WorkerDied) and results[1].reason == "decoder crashed (SIGSEGV)"
     assert isinstance(results[2], WorkerDied) and "took longer than 2 s" in results[2].reason
+
+
+def test_a_write_never_goes_through_a_folder_replaced_by_a_symlink(tmp_path, song):
+    """A planned (or deferred) write whose folder was moved out of the library and replaced
+    by a symlink to it: the snapshot still matches (same inode), but the file now lies
+    outside the library and is not changed (regression: the write, e.g. one settled by the
+    daemon's start-up reconcile of planned writes, followed the link)."""
+    root = tmp_path / "Music"
+    album = root / "Album"
+    album.mkdir(parents=True)
+    track = album / "a.mp3"
+    track.write_bytes(song.read_bytes())
+    plan = worker.WritePlan(1, str(track), [], ["Jazz"], Snapshot.of(os.stat(track)), None)
+    elsewhere = tmp_path / "Elsewhere"
+    os.rename(album, elsewhere)
+    os.symlink(elsewhere, album)
+    result = worker.write(plan)
+    assert result.state == "failed" and "symlink" in result.error
+    assert (elsewhere / "a.mp3").read_bytes() == song.read_bytes()

@@ -61,10 +61,10 @@ class Watcher:
     """A `libtagger watch` subprocess in its own session (so a kill reaches its workers)."""
 
     def __init__(self, tmp: Path, roots: list[Path], *args: str, quiet: float = 0.5,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, config: str = "") -> None:
         self.db = tmp / "lib.db"
         self.config = tmp / "config.toml"
-        self.config.write_text(CONFIG.format(quiet=quiet))
+        self.config.write_text(config or CONFIG.format(quiet=quiet))
         self.log = tmp / f"watch-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "libtagger", "--config", str(self.config), "--db",
                    str(self.db), "watch", "--jobs", "2", *args, *map(str, roots)]
@@ -321,3 +321,51 @@ def test_unit_files_pass_systemd_analyze(tmp_path):
         result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                                 timeout=60, check=False)
         assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_symlinks_in_a_watched_root_are_never_followed(tmp_path, watcher, songs):
+    """`ln -s /elsewhere <root>/x` in a watched folder: nothing beyond the link is read into
+    the database or tagged, under inotify or polling, and the same link seen again (renamed,
+    re-created, rescanned after a restart) raises nothing. Regressions: the daemon planned
+    through the link, tagged the files in /elsewhere and then hit IntegrityError planning the
+    link again; watchdog's polling observer followed links (two links to "." walk 2^40
+    paths, so the poll never ends and no new file is seen)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    elsewhere = tmp_path / "Elsewhere"
+    elsewhere.mkdir()
+    outside = [shutil.copy(songs[0], elsewhere / "a.mp3"), shutil.copy(songs[1], elsewhere / "b.flac")]
+    before = {p: Path(p).read_bytes() for p in outside}
+    w = watcher([root])
+    wait_for(lambda: "reconciled" in w.output(), 60, "the start-up reconcile")
+    os.symlink(elsewhere, root / "x")  # a folder link
+    os.symlink(elsewhere / "a.mp3", root / "a-link.mp3")  # a file link
+    wait_for(lambda: w.output().count("reached through a symlink") >= 2, 30,
+             "both links to be refused")
+    os.rename(root / "x", root / "y")  # the same link again, as a move job
+    (root / "a-link.mp3").unlink()
+    os.symlink(elsewhere / "a.mp3", root / "a-link.mp3")  # and re-created
+    real = land(songs[2], root / "real.m4a")
+    wait_for(lambda: str(real) in done_paths(w.db), 60, "a real file next to the links")
+    wait_for(lambda: w.output().count("reached through a symlink") >= 4, 30,
+             "the links seen again to be refused")
+    assert w.stop() == 0
+
+    # Polling, with two links that loop: a restart reconciles the root and polls it.
+    os.symlink(".", root / "loop1")
+    os.symlink(".", root / "loop2")
+    w2 = watcher([root], "--polling")
+    wait_for(lambda: "reconciled" in w2.output(), 60, "the reconcile after the restart")
+    polled = land(songs[3], root / "polled.ogg")
+    wait_for(lambda: str(polled) in done_paths(w2.db), 60, "a new file seen by polling")
+    assert w2.stop() == 0
+
+    output = w.output() + w2.output()
+    assert "IntegrityError" not in output and "Traceback" not in output, output
+    for path, data in before.items():
+        assert Path(path).read_bytes() == data, f"{path} outside the library was changed"
+    assert {os.fsdecode(p) for (p,) in rows(w.db, "SELECT path FROM tracks")} == \
+        {str(real), str(polled)}
+    # (A job queued at the stop, e.g. for an event of our own tag write, is fine.)
+    assert rows(w.db, "SELECT kind, path, state, last_error FROM jobs "
+                      "WHERE state IN ('failed', 'claimed') OR last_error IS NOT NULL") == []

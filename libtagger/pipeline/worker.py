@@ -219,6 +219,10 @@ def write(plan: WritePlan) -> WriteResult:
         return WriteResult("deferred", f"cannot look at the file: {exc.strerror or exc}")
     if stat_module.S_ISLNK(st.st_mode):
         return WriteResult("failed", "the path is now a symlink; not changed")
+    if os.path.realpath(plan.path) != os.path.abspath(plan.path):
+        # A folder on the way was replaced by a symlink (the same inode may lie beyond it,
+        # so the snapshot would match): the file is no longer inside the library.
+        return WriteResult("failed", "the path now leads through a symlink; not changed")
     now = Snapshot.of(st)
     if plan.snapshot is not None and not plan.snapshot.same_file(now):
         return WriteResult("deferred", "the file changed since it was analysed; not changed "

@@ -408,6 +408,14 @@ class Daemon:
 
     def _move_job(self, job: ClaimedJob) -> None:
         assert job.dest is not None
+        refusal = inside_roots(job.dest, [r.path for r in self.roots])
+        if refusal is not None:
+            # Moved out of the library, or a symlink renamed into it: what was at the source
+            # is gone from the library; nothing is followed through the link.
+            log.info("%s: ignored, %s", display_path(job.dest), refusal)
+            self.counters.missing += mark_missing(self.library, job.path)
+            finish(self.library, job.id)
+            return
         moved = move_tracks(self.library, job.path, job.dest)
         self.counters.moved += moved
         if not moved:  # moved in from outside the library (or unknown): new to us
