@@ -369,3 +369,99 @@ def test_symlinks_in_a_watched_root_are_never_followed(tmp_path, watcher, songs)
     # (A job queued at the stop, e.g. for an event of our own tag write, is fine.)
     assert rows(w.db, "SELECT kind, path, state, last_error FROM jobs "
                       "WHERE state IN ('failed', 'claimed') OR last_error IS NOT NULL") == []
+
+
+IN_ACCESS, IN_CLOSE_WRITE = 0x1, 0x8
+
+
+def reads_before_close(inotify_fd: int) -> int:
+    """How many reads of the watched file inotify saw before its writer closed it."""
+    import struct
+
+    data = b""
+    while True:
+        try:
+            chunk = os.read(inotify_fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    reads, offset = 0, 0
+    while offset < len(data):
+        _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+        offset += 16 + length
+        if mask & IN_CLOSE_WRITE:
+            return reads
+        reads += bool(mask & IN_ACCESS)
+    raise AssertionError("the writer's close was not seen")
+
+
+def test_a_stalled_copy_is_left_alone_until_it_completes(tmp_path, watcher, songs):
+    """A copy that stalls for longer than watch.quiet_seconds, its writer keeping the file
+    open: the daemon defers the file (postponed, not counted as an attempt) and reads not a
+    byte of it until the copy is complete; then it is tagged once and its audio is the
+    source's. Regressions: the partial file was classified and rewritten by copy-and-rename
+    while the writer went on into the lost old inode (8.0 MB left of a stalled copy); the
+    move check hashed the partial file while it was open for writing."""
+    import ctypes
+
+    root = tmp_path / "Music"
+    root.mkdir()
+    source = audiogen.write(tmp_path / "long.mp3", audiogen.music(20.0, seed=9))
+    target = root / "stalled.mp3"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    w = watcher([root], quiet=1.0)
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        f"data = open({str(source)!r}, 'rb').read()\n"
+        f"with open({str(target)!r}, 'wb') as out:\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        f"    while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "    out.write(data[: len(data) // 3]); out.flush()\n"
+        "    time.sleep(5)\n"  # stalled for 5 x quiet_seconds, the file still open
+        "    out.write(data[len(data) // 3 :]); out.flush()\n"
+        f"    same = os.stat({str(target)!r}).st_ino == os.fstat(out.fileno()).st_ino\n"
+        "    print(same, os.fstat(out.fileno()).st_size, flush=True)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    inotify = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        wait_for(ready.exists, 10, "the writer to open the file")
+        assert libc.inotify_add_watch(inotify, os.fsencode(target), IN_ACCESS | IN_CLOSE_WRITE) >= 0
+        go.touch()
+        same_inode, size = writer.communicate(timeout=60)[0].split()
+        assert same_inode == "True", "the file was replaced under the writer"
+        assert int(size) == source.stat().st_size
+        assert reads_before_close(inotify) == 0, "the file was read while being written"
+    finally:
+        os.close(inotify)
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert "open for writing" in w.output()  # it was tried, and deferred, during the stall
+    wait_for(lambda: rows(w.db, "SELECT state FROM tag_writes") == [("written",)], 60,
+             "the complete file to be tagged")
+    ((duration, attempts, status),) = rows(w.db, "SELECT duration, attempts, status FROM tracks")
+    assert status == "done" and duration == pytest.approx(20.0, abs=0.1) and attempts == 1
+    assert rows(w.db, "SELECT count(*) FROM classifications") == [(1,)]
+    assert rows(w.db, "SELECT max(attempts), count(*) FROM jobs WHERE state = 'failed' "
+                      "OR last_error IS NOT NULL")[0][1] == 0
+    assert all(n <= 1 for (n,) in rows(w.db, "SELECT attempts FROM jobs"))
+    assert read_genres(target)
+    assert audiogen.pcm_digest(target) == audiogen.pcm_digest(source)
+    assert audio_frames(target) == audio_frames(source)
+    assert w.stop() == 0
+
+
+def audio_frames(path: Path) -> bytes:
+    """An mp3's bytes without its ID3v2 tag (and ID3v1 trailer): the audio itself."""
+    data = path.read_bytes()
+    if data[:3] == b"ID3":
+        size = 0
+        for byte in data[6:10]:
+            size = size << 7 | byte
+        data = data[10 + size + (10 if data[5] & 0x10 else 0):]
+    if data[-128:-125] == b"TAG":
+        data = data[:-128]
+    return data
