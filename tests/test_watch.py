@@ -465,3 +465,124 @@ def audio_frames(path: Path) -> bytes:
     if data[-128:-125] == b"TAG":
         data = data[:-128]
     return data
+
+
+def notify_listener(tmp_path: Path) -> tuple[socket.socket, str]:
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(30)
+    return listener, address
+
+
+def test_a_big_reconcile_queues_in_chunks_and_keeps_the_watchdog_fed(tmp_path, watcher):
+    """2,000 new files at start-up: the reconcile queues them 500 per transaction and sends
+    WATCHDOG=1 (with its progress in STATUS=) after each chunk (regression: one transaction
+    per path, no keep-alive until all were queued: systemd would kill the daemon after
+    WatchdogSec, and a kill meanwhile kept nothing)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    for i in range(2000):
+        (root / f"{i:04d}.mp3").write_bytes(b"")  # plan-only work: found by their names
+    listener, address = notify_listener(tmp_path)
+    try:
+        w = watcher([root], env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "60000000"})
+        messages: list[str] = []
+        while not any("queued 2000 of 2000" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert w.stop() == 0
+    finally:
+        listener.close()
+    chunks = [m for m in messages if "STATUS=reconcile: queued" in m]
+    assert [m.split("queued ")[1].split(" of")[0] for m in chunks] == ["500", "1000", "1500",
+                                                                       "2000"]
+    assert all("WATCHDOG=1" in m for m in chunks)
+    assert rows(w.db, "SELECT count(*) FROM jobs WHERE kind = 'file'") == [(2000,)]
+
+
+RELOAD = CONFIG + """
+reconcile_minutes = {reconcile}
+[library]
+roots = [{roots}]
+[personal]
+mode = "{personal}"
+"""
+
+
+def reload_config(roots: list[Path], quiet: float, reconcile: float = 60.0,
+                  personal: str = "personal") -> str:
+    return RELOAD.format(quiet=quiet, reconcile=reconcile, personal=personal,
+                         roots=", ".join(f'"{r}"' for r in roots))
+
+
+def test_sighup_applies_roots_quiet_period_schedule_and_personal(tmp_path, watcher, songs):
+    """SIGHUP applies the whole configuration (regression: it ignored library.roots, the
+    quiet period and the settle time derived from it, the scheduler's intervals and
+    [personal]): a new root is watched and a file landing there is tagged after the new
+    quiet period, a removed root is no longer watched, the reconcile runs at its new
+    interval, and a change the workers see restarts them."""
+    first, second = tmp_path / "First", tmp_path / "Second"
+    first.mkdir()
+    second.mkdir()
+    w = watcher([], config=reload_config([first], quiet=0.5))
+    wait_for(lambda: "reconciled" in w.output(), 60, "the start-up reconcile")
+    w.config.write_text(reload_config([second], quiet=3.0, reconcile=0.02))
+    w.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded (workers restarted)" in w.output(), 60,
+             "the reload (a new quiet period is a new settle time for the workers)")
+    assert f"{first}: no longer watched" in w.output() and f"{second}: watched" in w.output()
+    reconciles = w.output().count("reconciled")
+    dropped = land(songs[0], first / "not-watched.mp3")
+    landed = land(songs[1], second / "landed.flac")
+    mtime = landed.stat().st_mtime
+    wait_for(lambda: str(landed) in done_paths(w.db), 60, "the file in the new root")
+    ((created,),) = rows(w.db, "SELECT c.created_at FROM classifications c JOIN tracks t "
+                               "ON t.id = c.track_id WHERE t.path = ?", os.fsencode(landed))
+    from datetime import datetime, timezone
+
+    classified = datetime.fromisoformat(str(created)).replace(tzinfo=timezone.utc).timestamp()
+    assert classified - mtime >= 3.0, "classified before the new quiet period had passed"
+    wait_for(lambda: w.output().count("reconciled") >= reconciles + 2, 30,
+             "reconciles at the new 1.2 s interval")
+    assert str(dropped) not in {os.fsdecode(p) for (p,) in rows(w.db, "SELECT path FROM tracks")}
+
+    w.config.write_text(reload_config([second], quiet=3.0, reconcile=0.02, personal="off"))
+    w.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: w.output().count("(workers restarted)") == 2, 60, "[personal] applied")
+    w.proc.send_signal(signal.SIGHUP)  # nothing changed: the workers are kept
+    wait_for(lambda: w.output().count("configuration reloaded") == 3, 30, "the third reload")
+    assert w.output().count("(workers restarted)") == 2
+    assert "Traceback" not in w.output()
+    assert w.stop() == 0
+
+
+def test_sighup_after_learn_gives_the_workers_the_new_head(tmp_path, watcher):
+    """`libtagger learn` while the daemon runs, then SIGHUP with the config unchanged: the
+    workers restart with the new head, and the next file gets your genre (regression: the
+    reload restarted workers only for new models, so the head waited for a restart)."""
+    from test_personal import FAMILIES, RATE, drone
+
+    root = tmp_path / "Music"
+    for f, (genre, make) in enumerate(FAMILIES.items()):
+        (root / genre).mkdir(parents=True)
+        for i in range(5):
+            path = audiogen.write(root / genre / f"t{i}.flac", make(100 * f + i), rate=RATE)
+            audiogen.set_genre(path, [genre])
+    w = watcher([root], config=CONFIG.format(quiet=0.5) + "[personal]\nmin_tracks = 4\n")
+    wait_for(lambda: len(done_paths(w.db)) == 15, 120, "the tagged tracks to be classified")
+    learned = subprocess.run(
+        [sys.executable, "-m", "libtagger", "--config", str(w.config), "--db", str(w.db),
+         "learn", "--out", str(tmp_path / "report")], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300, check=False)
+    assert learned.returncode == 0, learned.stderr
+    w.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in w.output(), 60, "the reload")
+    assert "configuration reloaded (workers restarted)" in w.output()
+    fresh = tmp_path / "new.flac"
+    audiogen.write(fresh, drone(50), rate=RATE)
+    landed = land(fresh, root / "Incoming" / "new.flac")
+    wait_for(lambda: rows(w.db, "SELECT count(*) FROM tag_writes t JOIN tracks k ON "
+                                "k.id = t.track_id WHERE k.path = ? AND t.state = 'written'",
+                          os.fsencode(landed)) == [(1,)], 60, "the new file to be tagged")
+    assert read_genres(landed) == ["Deep Drone"]
+    assert w.stop() == 0

@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from libtagger.config import Config, load_config
+from libtagger.config import Config, WatchConfig, load_config
 from libtagger.library.db import Library, Run, utcnow
 from libtagger.errors import LibtaggerError, display_path
 from libtagger.library.moves import mark_missing, move_tracks
@@ -83,16 +83,17 @@ class Daemon:
     """
 
     def __init__(self, config: Config, library: Library, roots: list[str], jobs: int,
-                 polling: bool = False, config_path: str | None = None) -> None:
+                 polling: bool = False, config_path: str | None = None,
+                 roots_from_config: bool = False) -> None:
         self.config = _daemon_config(config)
         self.config_path = config_path
         self.library = library
         self.jobs = max(1, jobs)
-        polled = {os.path.realpath(os.path.expanduser(r)) for r in config.watch.polling_roots}
-        self.roots = []
-        for r in roots:
-            path = os.path.realpath(os.path.expanduser(r))
-            self.roots.append(RootWatch(path, polling or config.watch.polling or path in polled))
+        self.polling = polling
+        self.roots_from_config = roots_from_config
+        """The roots are library.roots (none on the command line): a reload applies them."""
+        self.roots = [self._root_watch(path, config) for path in _real_roots(roots)]
+        self._head_path: str | None = None
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.notifier = Notifier()
@@ -164,6 +165,7 @@ class Daemon:
         from libtagger.library.personal import active_head
 
         head = None
+        self._head_path = self._active_head_path()
         if self.config.personal.mode != "off":
             head = active_head(self.library, "+".join(self.config.classifier.models))
         self._pool = make_runner(self.config, self.jobs, head)
@@ -185,17 +187,22 @@ class Daemon:
         # The scheduler only decides *when*; the work runs in the main thread, between jobs,
         # so that one thread decides about tracks and no two decisions race.
         scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(self._in_main, "interval", args=[self.reconcile],
-                          minutes=watch.reconcile_minutes, next_run_time=utcnow_local(),
-                          id="reconcile", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._retry_failed],
-                          hours=watch.retry_failed_hours, id="retry-failed", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._check_roots],
-                          seconds=watch.root_check_seconds, id="roots", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._requeue_expired],
-                          minutes=1, id="leases", coalesce=True)
+        for job_id, (task, interval) in self._schedule(watch).items():
+            first = {"next_run_time": utcnow_local()} if job_id == "reconcile" else {}
+            scheduler.add_job(self._in_main, "interval", args=[task], id=job_id, coalesce=True,
+                              **first, **interval)
         scheduler.start()
         self._scheduler = scheduler
+
+    def _schedule(self, watch: WatchConfig) -> dict[str, tuple[Callable[[], None],
+                                                              dict[str, float]]]:
+        """The scheduled tasks and their intervals, by job id."""
+        return {
+            "reconcile": (self.reconcile, {"minutes": watch.reconcile_minutes}),
+            "retry-failed": (self._retry_failed, {"hours": watch.retry_failed_hours}),
+            "roots": (self._check_roots, {"seconds": watch.root_check_seconds}),
+            "leases": (self._requeue_expired, {"minutes": 1}),
+        }
 
     def _in_main(self, task: Callable[[], None]) -> None:
         """Hand a scheduled task to the main loop (called in the scheduler's thread)."""
@@ -484,21 +491,82 @@ class Daemon:
         return None
 
     def _reload(self) -> None:
-        """SIGHUP: read the configuration again; new models restart the workers."""
+        """SIGHUP: read the configuration again and apply all of it.
+
+        Roots (when they come from library.roots) are started or stopped, the quiet period
+        and the scheduler's intervals take effect, and the workers are restarted when
+        anything they use changed: models, genres, tags, limits, the settle time (the quiet
+        period), [personal] or a newly learned head.
+        """
         try:
             new = _daemon_config(load_config(self.config_path))
         except LibtaggerError as exc:
             log.error("config not reloaded: %s", exc)
             return
-        models_changed = (new.classifier, new.genres) != (self.config.classifier,
-                                                         self.config.genres)
+        old = self.config
+        restart = (replace(new, watch=old.watch, library=replace(new.library, roots=(),
+                                                                 database="", jobs=0))
+                   != replace(old, library=replace(old.library, roots=(), database="", jobs=0))
+                   or self._active_head_path(new) != self._head_path)
         self.config = new
-        if models_changed:
+        if restart:
             while self.in_flight:
                 self._collect(timeout=0.1)
             self._stop_pool()
             self._start_pool()
-        log.info("configuration reloaded%s", " (workers restarted)" if models_changed else "")
+        self._apply_roots(old, new)
+        if self._scheduler is not None and new.watch != old.watch:
+            for job_id, (_task, interval) in self._schedule(new.watch).items():
+                self._scheduler.reschedule_job(job_id, trigger="interval", **interval)
+        log.info("configuration reloaded%s", " (workers restarted)" if restart else "")
+
+    def _apply_roots(self, old: Config, new: Config) -> None:
+        """Start and stop roots as the new configuration says; give observers the new quiet
+        period (restarting them when their polling settings changed)."""
+        wanted = (_real_roots(new.library.roots) if self.roots_from_config and new.library.roots
+                  else [r.path for r in self.roots])
+        kept = []
+        for root in self.roots:
+            if root.path not in wanted:
+                root.stop()
+                log.info("%s: no longer watched", root.path)
+            else:
+                kept.append(root)
+        observing = ("polling", "polling_roots", "polling_seconds")
+        restart = any(getattr(old.watch, k) != getattr(new.watch, k) for k in observing)
+        for i, root in enumerate(kept):
+            if restart:
+                root.stop()
+                kept[i] = root = self._root_watch(root.path, new)
+                if root.start(self.library, new.watch):
+                    enqueue(self.library, "folder", root.path)  # what it missed meanwhile
+            else:
+                root.set_quiet(new.watch.quiet_seconds)
+        known = {r.path for r in kept}
+        for path in wanted:
+            if path not in known:
+                root = self._root_watch(path, new)
+                kept.append(root)
+                if root.start(self.library, new.watch):
+                    enqueue(self.library, "folder", root.path)  # its files, found now
+                log.info("%s: watched (%s)", path, root.mode or "not there yet")
+        self.roots = kept
+
+    def _root_watch(self, path: str, config: Config) -> RootWatch:
+        polled = set(_real_roots(config.watch.polling_roots))
+        return RootWatch(path, self.polling or config.watch.polling or path in polled)
+
+    def _active_head_path(self, config: Config | None = None) -> str | None:
+        from libtagger.library.personal import active_head_path
+
+        config = config or self.config
+        if config.personal.mode == "off":
+            return None
+        return active_head_path(self.library, "+".join(config.classifier.models))
+
+
+def _real_roots(roots: Iterable[str]) -> list[str]:
+    return [os.path.realpath(os.path.expanduser(r)) for r in roots]
 
 
 def _daemon_config(config: Config) -> Config:
@@ -520,7 +588,8 @@ def replace_watch(config: Config, **changes: Any) -> Config:
 
 
 def run_daemon(config: Config, library: Library, roots: list[str], jobs: int,
-               polling: bool = False, config_path: str | None = None) -> int:
+               polling: bool = False, config_path: str | None = None,
+               roots_from_config: bool = False) -> int:
     """Run the watch daemon until it is stopped; returns the exit code."""
-    return Daemon(config, library, roots, jobs, polling, config_path).run()
+    return Daemon(config, library, roots, jobs, polling, config_path, roots_from_config).run()
 
