@@ -10,11 +10,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import audiogen
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -586,3 +588,158 @@ def test_sighup_after_learn_gives_the_workers_the_new_head(tmp_path, watcher):
                           os.fsencode(landed)) == [(1,)], 60, "the new file to be tagged")
     assert read_genres(landed) == ["Deep Drone"]
     assert w.stop() == 0
+
+
+def workers_holding(daemon_pid: int, path: Path) -> list[int]:
+    """The daemon's worker processes that have ``path`` open right now."""
+    children = []
+    for task in Path(f"/proc/{daemon_pid}/task").glob("*"):  # pebble's threads start workers too
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
+    holding = []
+    for pid in map(int, children):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    holding.append(pid)
+                    break
+            except OSError:
+                continue
+    return holding
+
+
+def test_a_bad_file_is_done_and_a_dead_worker_costs_only_its_own_job(tmp_path, watcher, songs):
+    """The queue rule, in the real daemon: a file that does not decode is stored as failed
+    and its job is done, not retried until the file changes; a worker killed while it reads
+    one file (SIGKILL, as the OOM killer does) fails that file's job only, and the files in
+    flight with it are classified and tagged (regressions, issue 8.10: a dead worker's failure
+    was blamed on the first job in flight; the README promised retries for bad files)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    victim_source = audiogen.write(tmp_path / "victim.wav",
+                                   audiogen.music(1500.0, rate=16000, channels=1, seed=11))
+    bad_source = tmp_path / "bad.mp3"
+    bad_source.write_bytes(np.random.default_rng(3).bytes(50_000))
+    w = watcher([root], "--jobs", "1")
+    wait_for(lambda: "reconciled" in w.output(), 60, "the start-up reconcile")
+    victim, bad = root / "victim.wav", root / "bad.mp3"
+    good = [land(songs[0], root / "good.mp3"), land(victim_source, victim),
+            land(bad_source, bad), land(songs[1], root / "good.flac")][::3]
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def kill_whoever_reads_the_victim() -> None:
+        while not stop.is_set():
+            for pid in workers_holding(w.proc.pid, victim):
+                os.kill(pid, signal.SIGSTOP)  # hold it still; is it still the one?
+                if pid in workers_holding(w.proc.pid, victim):
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(pid)
+                else:
+                    os.kill(pid, signal.SIGCONT)
+
+    killer = threading.Thread(target=kill_whoever_reads_the_victim)
+    killer.start()
+    try:
+        wait_for(lambda: rows(w.db, "SELECT status FROM tracks WHERE path = ?",
+                              os.fsencode(victim)) == [("failed",)], 120,
+                 "the victim's worker to be killed while it classified it")
+    finally:
+        stop.set()
+        killer.join()
+    wait_for(lambda: all(rows(w.db, "SELECT count(*) FROM tag_writes t JOIN tracks k ON "
+                                    "k.id = t.track_id WHERE k.path = ? AND t.state = 'written'",
+                              os.fsencode(path)) == [(1,)] for path in good), 60,
+             "the good files to be tagged")
+
+    def track(path: Path) -> tuple:
+        return rows(w.db, "SELECT status, attempts, last_error FROM tracks WHERE path = ?",
+                    os.fsencode(path))[0]
+
+    def jobs(path: Path) -> list[tuple]:
+        return rows(w.db, "SELECT state, attempts, last_error FROM jobs WHERE path = ? "
+                          "AND kind = 'file'", os.fsencode(path))
+
+    status, attempts, error = track(victim)
+    assert (status, attempts) == ("failed", 1) and "worker killed (SIGKILL" in error
+    assert jobs(victim) == [("done", 1, None)]
+    for path in good:
+        assert track(path)[0::2] == ("done", None) and jobs(path) == [("done", 1, None)]
+    status, attempts, error = track(bad)
+    assert (status, attempts) == ("failed", 1) and error, error
+    assert jobs(bad) == [("done", 1, None)]
+
+    renamed = root / "bad-renamed.mp3"
+    os.rename(bad, renamed)  # an event, but the file itself did not change: not retried
+    wait_for(lambda: rows(w.db, "SELECT count(*) FROM tracks WHERE path = ?",
+                          os.fsencode(renamed)) == [(1,)], 30, "the rename")
+    assert track(renamed)[:2] == ("failed", 1)
+    bad = renamed
+    with open(bad, "ab") as out:  # the file changed: looked at again
+        out.write(b"\0" * 1000)
+    wait_for(lambda: track(bad)[1] == 2, 30, "the changed file to be tried again")
+    assert track(bad)[0] == "failed"
+    assert "Traceback" not in w.output()
+    assert w.stop() == 0
+
+
+def test_a_permission_denied_is_retried_with_backoff_until_it_passes(songs):
+    """A file the daemon may not read yet (EACCES, as uid 65534: root reads anything) is not
+    the file's fault: its job is retried after backoff_seconds, then twice that, counting
+    attempts, and it is classified once readable; the track's own attempts count only the
+    real analysis (regression, issue 8.10: a read failure was recorded with its job done,
+    never retried)."""
+    from unprivileged import NOBODY, popen_as_nobody, shared_folder
+
+    home = shared_folder()
+    root = home / "Music"
+    root.mkdir()
+    os.chown(root, NOBODY, NOBODY)
+    config = home / "config.toml"
+    config.write_text(CONFIG.format(quiet=0.5) + "backoff_seconds = 2.0\n")
+    log = home / "watch.log"
+    db = home / "lib.db"
+    with open(log, "w") as stderr:
+        daemon = popen_as_nobody(["--db", str(db), "watch", "--jobs", "1", str(root)], home,
+                                 config, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_for(lambda: "reconciled" in log.read_text() or daemon.poll() is not None, 120,
+                 "the unprivileged daemon to start")
+        assert daemon.poll() is None, log.read_text()
+        locked = root / "locked.mp3"
+        staging = home / "staging.mp3"
+        shutil.copy(songs[0], staging)
+        os.chown(staging, NOBODY, NOBODY)
+        staging.chmod(0o000)  # its owner, without capabilities, may not open it
+        os.rename(staging, locked)
+
+        def job() -> tuple:
+            found = rows(db, "SELECT state, attempts, last_error, not_before, updated_at "
+                             "FROM jobs WHERE path = ? AND kind = 'file'", os.fsencode(locked))
+            return found[0] if found else ()
+
+        wait_for(lambda: job() and job()[:2] == ("queued", 2), 60, "two failed attempts")
+        state, attempts, error, not_before, updated = job()
+        assert state == "queued" and "Permission denied" in error
+        from datetime import datetime
+
+        delay = (datetime.fromisoformat(not_before) - datetime.fromisoformat(updated))
+        assert 3.0 < delay.total_seconds() <= 4.5  # the second retry waits twice as long
+        locked.chmod(0o644)
+        wait_for(lambda: rows(db, "SELECT status, attempts FROM tracks") == [("done", 1)], 60,
+                 "the file to be classified once readable")
+        assert job()[0] == "done" and job()[1] == 3
+        assert "will retry" in log.read_text() and "Traceback" not in log.read_text()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        shutil.rmtree(home, ignore_errors=True)

@@ -109,3 +109,13 @@ def run_as_nobody(args: list[str], home: Path, config: Path,
     assert check.stdout.split() == [str(NOBODY), str(NOBODY), "0000000000000000"], check
     return subprocess.run([python, "-S", "-c", LAUNCH, *args], preexec_fn=_drop, env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=str(home))
+
+
+def popen_as_nobody(args: list[str], home: Path, config: Path,
+                    **kwargs: object) -> subprocess.Popen[str]:
+    """Start ``python -m libtagger ARGS`` as uid/gid 65534 (a daemon), in its own session."""
+    env = environment(home, config)
+    python = interpreter(env)
+    return subprocess.Popen([python, "-S", "-c", LAUNCH, *args], preexec_fn=_drop, env=env,
+                            cwd=str(home), start_new_session=True, text=True,
+                            **kwargs)  # type: ignore[call-overload]
