@@ -309,7 +309,8 @@ def test_an_unreadable_subfolder_does_not_mark_its_tracks_missing(nobody_home, s
     (root / "Locked").chmod(0o000)
     second = run_as_nobody(["--db", str(db), "scan", "--jobs", "1", str(root)], home, config)
     assert "Traceback" not in second.stderr, second.stderr
-    assert f"cannot read folder {root / 'Locked'}: Permission denied" in second.stdout + second.stderr
+    reported = second.stdout + second.stderr
+    assert f"cannot read folder {root / 'Locked'}: Permission denied" in reported
     assert "0 missing" in second.stdout, second.stdout
     with sqlite3.connect(db) as conn:
         statuses = dict(conn.execute("SELECT path, status FROM tracks").fetchall())

@@ -336,7 +336,8 @@ def test_symlinks_in_a_watched_root_are_never_followed(tmp_path, watcher, songs)
     root.mkdir()
     elsewhere = tmp_path / "Elsewhere"
     elsewhere.mkdir()
-    outside = [shutil.copy(songs[0], elsewhere / "a.mp3"), shutil.copy(songs[1], elsewhere / "b.flac")]
+    outside = [shutil.copy(songs[0], elsewhere / "a.mp3"),
+               shutil.copy(songs[1], elsewhere / "b.flac")]
     before = {p: Path(p).read_bytes() for p in outside}
     w = watcher([root])
     wait_for(lambda: "reconciled" in w.output(), 60, "the start-up reconcile")

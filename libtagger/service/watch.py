@@ -12,8 +12,10 @@ Three kinds of thread, one writer:
 SIGTERM/SIGINT stop it cleanly (jobs in hand are finished or put back), SIGHUP reloads the
 configuration. Under systemd it speaks the notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 
-The observers live in ``libtagger.service.observe``, the worker processes in ``libtagger.service.workers``, and
-what a deleted or moved file does to the database in ``libtagger.library.moves``.
+The observers live in ``libtagger.service.observe``, the worker processes in
+``libtagger.pipeline.runner`` (their tasks in ``libtagger.pipeline.worker``), what becomes of a
+job whose file could not be classified in ``libtagger.service.queue``, and what a deleted or
+moved file does to the database in ``libtagger.library.moves``.
 """
 
 from __future__ import annotations
