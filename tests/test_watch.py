@@ -555,6 +555,15 @@ def test_sighup_applies_roots_quiet_period_schedule_and_personal(tmp_path, watch
     w.proc.send_signal(signal.SIGHUP)  # nothing changed: the workers are kept
     wait_for(lambda: w.output().count("configuration reloaded") == 3, 30, "the third reload")
     assert w.output().count("(workers restarted)") == 2
+
+    # A model that does not exist: refused before the workers are stopped; the daemon goes on.
+    w.config.write_text(reload_config([second], quiet=3.0, reconcile=0.02, personal="off")
+                        + '[classifier]\nmodels = ["no-such-model"]\n')
+    w.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config not reloaded: unknown model 'no-such-model'" in w.output(), 30,
+             "the bad model to be refused")
+    later = land(songs[2], second / "later.m4a")
+    wait_for(lambda: str(later) in done_paths(w.db), 60, "a file after the refused reload")
     assert "Traceback" not in w.output()
     assert w.stop() == 0
 

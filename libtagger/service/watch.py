@@ -500,8 +500,11 @@ class Daemon:
         anything they use changed: models, genres, tags, limits, the settle time (the quiet
         period), [personal] or a newly learned head.
         """
+        from libtagger.analysis.model import check_models
+
         try:
             new = _daemon_config(load_config(self.config_path))
+            check_models(new)  # here, before the workers are stopped for models they lack
         except LibtaggerError as exc:
             log.error("config not reloaded: %s", exc)
             return
