@@ -753,3 +753,26 @@ def test_a_permission_denied_is_retried_with_backoff_until_it_passes(songs):
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_deferred_tag_write_is_tried_again_by_the_periodic_reconcile(tmp_path, watcher, songs):
+    """A tag write deferred because the file was read-only is written once it is writable,
+    by the next reconcile, without classifying again (regression: the daemon retried
+    deferred writes only when it was restarted, while the README promised the reconcile)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    w = watcher([root], config=CONFIG.format(quiet=0.5) + "reconcile_minutes = 0.05\n")
+    staging = tmp_path / "staging.mp3"
+    shutil.copy(songs[0], staging)
+    staging.chmod(0o444)
+    target = root / "read-only.mp3"
+    os.rename(staging, target)
+    wait_for(lambda: rows(w.db, "SELECT state FROM tag_writes") == [("deferred",)], 60,
+             "the write to be deferred")
+    assert "read-only file" in rows(w.db, "SELECT error FROM tag_writes")[0][0]
+    target.chmod(0o644)  # no new size or mtime: only the deferred write brings it back
+    wait_for(lambda: rows(w.db, "SELECT state FROM tag_writes") == [("written",)], 30,
+             "the next reconcile to write it")
+    assert read_genres(target)
+    assert rows(w.db, "SELECT count(*) FROM classifications") == [(1,)]
+    assert w.stop() == 0

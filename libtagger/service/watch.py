@@ -445,6 +445,12 @@ class Daemon:
             self.notifier.notify("WATCHDOG=1")  # a long walk is not a hang
 
         try:
+            # Tag writes deferred since (a read-only file, a locked one, a full disk) are
+            # tried again, without classifying again; at start-up this also settles writes
+            # a kill interrupted.
+            settled = reconcile_planned_writes(self.library, self._pool)
+            if any(settled.values()):
+                log.info("deferred tag writes tried again: %s", settled)
             refs = plan_scan(self.library, roots, False, summary, identify_with(self._pool),
                              progress=alive)
             paths = [ref.path for ref in refs]
