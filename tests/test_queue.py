@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from libtagger.library.db import Job, Library, utcnow
 from libtagger.service.queue import (
     claim,
     enqueue,
+    enqueue_many,
     fail,
     finish,
     mark_done,
@@ -112,3 +113,23 @@ def test_postpone_does_not_count_an_attempt(library):
 def test_unknown_kind_is_refused(library):
     with pytest.raises(ValueError):
         enqueue(library, "explode", "/m/a.mp3")
+
+
+def test_enqueue_many_commits_in_chunks_and_reports_between_them(library):
+    """A reconcile of 2,000 new files is queued in 4 transactions of 500 with a callback
+    between them (regression: one transaction per path kept the main loop, and systemd's
+    watchdog, waiting for thousands of fsyncs, and nothing was committed until the end)."""
+    enqueue(library, "file", "/m/0007.mp3", delay=60)  # already queued: folds into it
+    commits = []
+    event.listen(library.engine, "commit", lambda _conn: commits.append(1))
+    between = []
+    paths = [f"/m/{i:04d}.mp3" for i in range(2000)]
+    added = enqueue_many(library, "file", paths,
+                         between=lambda done, total: between.append((done, total, len(commits))))
+    assert added == 1999
+    assert len(commits) == 4
+    assert between == [(500, 2000, 1), (1000, 2000, 2), (1500, 2000, 3), (2000, 2000, 4)]
+    with library.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 2000
+        folded = session.scalars(select(Job).where(Job.path == "/m/0007.mp3")).one()
+        assert folded.not_before > utcnow() + timedelta(seconds=50)  # its later time kept

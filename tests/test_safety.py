@@ -250,3 +250,96 @@ def test_a_crashing_or_hanging_worker_costs_only_its_item():
     assert [results[i] for i in (0, 3, 4, 5)] == [0, 30, 40, 50]
     assert isinstance(results[1], WorkerDied) and results[1].reason == "decoder crashed (SIGSEGV)"
     assert isinstance(results[2], WorkerDied) and "took longer than 2 s" in results[2].reason
+
+
+def test_a_write_never_goes_through_a_folder_replaced_by_a_symlink(tmp_path, song):
+    """A planned (or deferred) write whose folder was moved out of the library and replaced
+    by a symlink to it: the snapshot still matches (same inode), but the file now lies
+    outside the library and is not changed (regression: the write, e.g. one settled by the
+    daemon's start-up reconcile of planned writes, followed the link)."""
+    root = tmp_path / "Music"
+    album = root / "Album"
+    album.mkdir(parents=True)
+    track = album / "a.mp3"
+    track.write_bytes(song.read_bytes())
+    plan = worker.WritePlan(1, str(track), [], ["Jazz"], Snapshot.of(os.stat(track)), None)
+    elsewhere = tmp_path / "Elsewhere"
+    os.rename(album, elsewhere)
+    os.symlink(elsewhere, album)
+    result = worker.write(plan)
+    assert result.state == "failed" and "symlink" in result.error
+    assert (elsewhere / "a.mp3").read_bytes() == song.read_bytes()
+
+
+@pytest.fixture
+def nobody_home():
+    """A world-writable folder under /tmp for libtagger run as uid 65534, and its config."""
+    from unprivileged import shared_folder
+
+    folder = shared_folder()
+    config = folder / "config.toml"
+    config.write_text("[library]\nsettle_seconds = 0\n")
+    yield folder, config
+    for dirpath, dirnames, _ in os.walk(folder):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+    import shutil
+
+    shutil.rmtree(folder)
+
+
+def test_an_unreadable_subfolder_does_not_mark_its_tracks_missing(nobody_home, song):
+    """A subfolder that cannot be listed (EACCES, here as uid 65534: root reads anything) is
+    reported and its tracks are kept (regression, issue 8.7: only a vanished root was
+    protected; one unreadable subfolder marked all its tracks missing)."""
+    from unprivileged import NOBODY, run_as_nobody
+
+    home, config = nobody_home
+    root = home / "Music"
+    for name in ("Open/a.mp3", "Locked/b.mp3", "Locked/Deeper/c.mp3"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(song.read_bytes())
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.chown(name, NOBODY, NOBODY)
+    db = home / "lib.db"
+    first = run_as_nobody(["--db", str(db), "scan", "--jobs", "1", "--no-write", str(root)],
+                          home, config)
+    assert first.returncode == 0 and "3 new" in first.stdout, first.stderr
+    (root / "Locked").chmod(0o000)
+    second = run_as_nobody(["--db", str(db), "scan", "--jobs", "1", str(root)], home, config)
+    assert "Traceback" not in second.stderr, second.stderr
+    reported = second.stdout + second.stderr
+    assert f"cannot read folder {root / 'Locked'}: Permission denied" in reported
+    assert "0 missing" in second.stdout, second.stdout
+    with sqlite3.connect(db) as conn:
+        statuses = dict(conn.execute("SELECT path, status FROM tracks").fetchall())
+    assert {os.fsdecode(p): s for p, s in statuses.items()} == {
+        str(root / "Open/a.mp3"): "done", str(root / "Locked/b.mp3"): "done",
+        str(root / "Locked/Deeper/c.mp3"): "done"}
+
+
+def test_another_users_file_is_left_unchanged_when_not_root(nobody_home, song):
+    """As uid 65534, a writable file owned by uid 1000 (mode 666, folder 777) keeps its
+    bytes and its owner, with the reason said; a file of our own next to it is tagged
+    (regression, issue 8.5: copy-and-rename gave the file to libtagger's user)."""
+    from unprivileged import NOBODY, run_as_nobody
+
+    home, config = nobody_home
+    root = home / "Music"
+    root.mkdir()
+    root.chmod(0o777)
+    theirs, ours = root / "theirs.mp3", root / "ours.mp3"
+    for path, owner in ((theirs, 1000), (ours, NOBODY)):
+        path.write_bytes(song.read_bytes())
+        os.chown(path, owner, owner)
+        path.chmod(0o666)
+    result = run_as_nobody(["--db", str(home / "lib.db"), "scan", "--jobs", "1", str(root)],
+                           home, config)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "owned by another user (uid 1000)" in result.stderr, result.stderr
+    assert "wrote 1 tags" in result.stdout, result.stdout
+    assert theirs.read_bytes() == song.read_bytes()
+    st = theirs.stat()
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    assert read_genres(ours) and ours.stat().st_uid == NOBODY

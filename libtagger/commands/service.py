@@ -24,12 +24,13 @@ def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling:
 
     setup_logging(logging.INFO, ctx.obj["verbose"])
     config = config_for(ctx)
+    from_config = not roots
     roots = roots or config.library.roots
     if not roots:
         raise click.UsageError("name a music folder (or set library.roots in the config)")
     library = library_for(ctx, config)
     code = run_daemon(config, library, list(roots), jobs_for(jobs, config, os.cpu_count() or 1),
-                      polling, ctx.obj["config_path"])
+                      polling, ctx.obj["config_path"], roots_from_config=from_config)
     sys.exit(code)
 
 

@@ -284,11 +284,16 @@ def heads_folder(library: Library) -> Path:
     return Path(platformdirs.user_data_dir("libtagger")) / "heads"
 
 
-def active_head(library: Library, model_name: str) -> PersonalHead | None:
-    """The active head trained on these models' embeddings, if there is one."""
-    with library.session() as session:
+def active_head_path(library: Library, model_name: str) -> str | None:
+    """The file of the active head trained on these models' embeddings, if there is one."""
+    with library.reader() as session:
         row = session.scalars(
             select(Head).where(Head.active.is_(True), Head.model == model_name)
         ).first()
-        path = row.path if row else None
+        return row.path if row else None
+
+
+def active_head(library: Library, model_name: str) -> PersonalHead | None:
+    """The active head trained on these models' embeddings, if there is one."""
+    path = active_head_path(library, model_name)
     return PersonalHead.load(path) if path else None

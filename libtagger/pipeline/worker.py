@@ -51,6 +51,9 @@ class Analysis:
     error: str | None = None
     transient: bool = False
     """The cause lies outside the file (busy, settling, permission, vanished): retry it."""
+    busy: bool = False
+    """Transient because the file is still being written (settling, open for writing, or it
+    changed while looked at): wait for it, which is not a failed attempt."""
     genres_before: list[str] | None = None
     """The genres the file holds now; None when its tags cannot be read."""
     tag_error: str | None = None
@@ -144,11 +147,12 @@ def analyse(ref: TrackRef) -> Analysis:
             before = Snapshot.of(os.fstat(file.fileno()))
             if ref.snapshot is not None and not ref.snapshot.same_file(before):
                 return Analysis(ref.path, before, error="changed since it was found; "
-                                "it will be looked at again", transient=True)
+                                "it will be looked at again", transient=True, busy=True)
             busy = guards.settling(os.fstat(file.fileno()), config.library.settle_seconds) \
                 or guards.open_for_writing(file.fileno(), ref.path)
             if busy:
-                return Analysis(ref.path, before, error=f"not read yet: {busy}", transient=True)
+                return Analysis(ref.path, before, error=f"not read yet: {busy}", transient=True,
+                                busy=True)
             identity, fmt = ref.identity, None
             with AudioFile(ref.path, FrontEnd(), limits=config.limits) as audio:
                 fmt = audio.info.format
@@ -163,7 +167,7 @@ def analyse(ref: TrackRef) -> Analysis:
                         transient=_transient(exc))
     if not before.same_file(after):
         return Analysis(ref.path, after, error="changed while it was read; it will be read "
-                        "again", transient=True)
+                        "again", transient=True, busy=True)
     if isinstance(outcome, Failure):
         return Analysis(ref.path, before, identity, fmt, error=outcome.reason)
     tags, tag_error = None, None
@@ -183,10 +187,13 @@ def classify(item: tuple[str, bool]) -> TrackResult | Failure:
 
 
 def identify(path: str) -> tuple[Snapshot, str] | None:
-    """The file's snapshot and audio hash (a move's fingerprint), or None if unreadable."""
+    """The file's snapshot and audio hash (a move's fingerprint), or None if unreadable or
+    open for writing by another process."""
     try:
         with open_regular(path) as file:
             before = Snapshot.of(os.fstat(file.fileno()))
+            if guards.open_for_writing(file.fileno(), path):
+                return None  # a copy in progress: not read until it is complete
             with AudioFile(path, FrontEnd(), limits=_state.config.limits) as audio:
                 identity = audio.stream_hash()
             if not before.same_file(Snapshot.of(os.fstat(file.fileno()))):
@@ -215,6 +222,10 @@ def write(plan: WritePlan) -> WriteResult:
         return WriteResult("deferred", f"cannot look at the file: {exc.strerror or exc}")
     if stat_module.S_ISLNK(st.st_mode):
         return WriteResult("failed", "the path is now a symlink; not changed")
+    if os.path.realpath(plan.path) != os.path.abspath(plan.path):
+        # A folder on the way was replaced by a symlink (the same inode may lie beyond it,
+        # so the snapshot would match): the file is no longer inside the library.
+        return WriteResult("failed", "the path now leads through a symlink; not changed")
     now = Snapshot.of(st)
     if plan.snapshot is not None and not plan.snapshot.same_file(now):
         return WriteResult("deferred", "the file changed since it was analysed; not changed "

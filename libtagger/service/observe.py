@@ -85,6 +85,12 @@ class RootWatch:
     observer: Any = None
     available: bool = False
     mode: str = ""
+    handler: LibraryEvents | None = None
+
+    def set_quiet(self, quiet: float) -> None:
+        """A new quiet period (a reload): new events wait this long."""
+        if self.handler is not None:
+            self.handler.quiet = quiet
 
     def start(self, library: Library, watch: WatchConfig) -> bool:
         """Watch this root with inotify, or by polling (asked for, or when inotify runs out)."""
@@ -92,7 +98,7 @@ class RootWatch:
             log.warning("%s is not there; will retry", self.path)
             self.available = False
             return False
-        handler = LibraryEvents(library, watch.quiet_seconds)
+        handler = self.handler = LibraryEvents(library, watch.quiet_seconds)
         if not self.polling:
             from watchdog.observers import Observer
 
@@ -109,9 +115,11 @@ class RootWatch:
             else:
                 self.observer, self.available, self.mode = observer, True, "inotify"
                 return True
-        from watchdog.observers.polling import PollingObserver
+        from watchdog.observers.polling import PollingObserverVFS
 
-        observer = PollingObserver(timeout=watch.polling_seconds)
+        # lstat, not stat: watchdog's default follows a symlinked folder (out of the library,
+        # or round in a loop: two links to "." make the snapshot walk 2^40 paths).
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=watch.polling_seconds)
         observer.schedule(handler, self.path, recursive=True)
         observer.start()
         self.observer, self.available, self.mode = observer, True, "polling"

@@ -5,12 +5,29 @@ A job is *queued* until its ``not_before`` (the settle period, or a retry backof
 retried with a growing delay until it is parked after ``max_attempts``. Events for a path that
 already has a queued job collapse into it (its ``not_before`` moves on). A daemon killed with
 jobs in hand leaves them *claimed*; :func:`requeue_claimed` puts them back on the next start.
+
+What the daemon does with a job whose file could not be classified depends on whose fault it
+is (``Daemon._collect`` applies this rule):
+
+* **the file is bad** (it does not decode, is not audio, is truncated, or its worker crashed,
+  ran out of time or memory on it): the track is stored as failed with the reason and the job
+  is done (:func:`mark_done`, in the same transaction). It is not retried until the file
+  changes: a later event or reconcile sees a new size or mtime and queues it again;
+* **the file is still being written** (modified within the quiet period, open for writing by
+  another process, or changed while it was read): the job is put back with :func:`postpone`
+  after the quiet period; that is not an attempt and never parks it;
+* **the cause lies outside the file and may pass** (permission denied, the file or its folder
+  vanished, an I/O error, an unexpected error in the daemon): :func:`fail` counts an attempt
+  and retries after ``backoff · 2^(attempts-1)`` s, parking the job after ``max_attempts``.
+
+Each job has its own worker task, so a worker that dies is blamed on the job it held only.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +37,9 @@ from sqlalchemy.orm import Session
 from libtagger.library.db import Job, Library, utcnow
 
 KINDS = ("file", "move", "gone", "folder")
+
+ENQUEUE_CHUNK = 500
+"""Paths per transaction in :func:`enqueue_many` (and per IN list, far below SQLite's limit)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,36 @@ def enqueue(library: Library, kind: str, path: str, dest: str | None = None,
         session.add(job)
         session.flush()
         return job.id
+
+
+def enqueue_many(library: Library, kind: str, paths: Sequence[str],
+                 chunk: int = ENQUEUE_CHUNK,
+                 between: Callable[[int, int], None] | None = None) -> int:
+    """:func:`enqueue` for many paths, one transaction per ``chunk`` of them.
+
+    A reconcile that finds thousands of new files commits them progressively (a kill keeps
+    what was queued) without a transaction, and its fsync, per path; ``between(done, total)``
+    runs after each chunk (the daemon pings systemd's watchdog there). Returns how many paths
+    got a new job (the others folded into a queued one).
+    """
+    if kind not in ("file", "folder", "gone"):
+        raise ValueError(f"enqueue_many cannot make {kind!r} jobs")
+    not_before = utcnow()
+    added = 0
+    for start in range(0, len(paths), chunk):
+        part = list(dict.fromkeys(paths[start:start + chunk]))
+        with library.session() as session:
+            queued = {job.path: job for job in session.scalars(
+                select(Job).where(Job.path.in_(part), Job.kind == kind, Job.state == "queued"))}
+            for path in part:
+                if path in queued:
+                    queued[path].not_before = max(queued[path].not_before, not_before)
+                else:
+                    session.add(Job(kind=kind, path=path, not_before=not_before))
+                    added += 1
+        if between is not None:
+            between(min(start + chunk, len(paths)), len(paths))
+    return added
 
 
 def claim(library: Library, limit: int, lease: float = 600.0,

@@ -12,8 +12,10 @@ Three kinds of thread, one writer:
 SIGTERM/SIGINT stop it cleanly (jobs in hand are finished or put back), SIGHUP reloads the
 configuration. Under systemd it speaks the notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 
-The observers live in ``libtagger.service.observe``, the worker processes in ``libtagger.service.workers``, and
-what a deleted or moved file does to the database in ``libtagger.library.moves``.
+The observers live in ``libtagger.service.observe``, the worker processes in
+``libtagger.pipeline.runner`` (their tasks in ``libtagger.pipeline.worker``), what becomes of a
+job whose file could not be classified in ``libtagger.service.queue``, and what a deleted or
+moved file does to the database in ``libtagger.library.moves``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from libtagger.config import Config, load_config
+from libtagger.config import Config, WatchConfig, load_config
 from libtagger.library.db import Library, Run, utcnow
 from libtagger.errors import LibtaggerError, display_path
 from libtagger.library.moves import mark_missing, move_tracks
@@ -48,6 +50,7 @@ from libtagger.service.queue import (
     ClaimedJob,
     claim,
     enqueue,
+    enqueue_many,
     fail,
     finish,
     mark_done,
@@ -82,16 +85,17 @@ class Daemon:
     """
 
     def __init__(self, config: Config, library: Library, roots: list[str], jobs: int,
-                 polling: bool = False, config_path: str | None = None) -> None:
+                 polling: bool = False, config_path: str | None = None,
+                 roots_from_config: bool = False) -> None:
         self.config = _daemon_config(config)
         self.config_path = config_path
         self.library = library
         self.jobs = max(1, jobs)
-        polled = {os.path.realpath(os.path.expanduser(r)) for r in config.watch.polling_roots}
-        self.roots = []
-        for r in roots:
-            path = os.path.realpath(os.path.expanduser(r))
-            self.roots.append(RootWatch(path, polling or config.watch.polling or path in polled))
+        self.polling = polling
+        self.roots_from_config = roots_from_config
+        """The roots are library.roots (none on the command line): a reload applies them."""
+        self.roots = [self._root_watch(path, config) for path in _real_roots(roots)]
+        self._head_path: str | None = None
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.notifier = Notifier()
@@ -163,6 +167,7 @@ class Daemon:
         from libtagger.library.personal import active_head
 
         head = None
+        self._head_path = self._active_head_path()
         if self.config.personal.mode != "off":
             head = active_head(self.library, "+".join(self.config.classifier.models))
         self._pool = make_runner(self.config, self.jobs, head)
@@ -184,17 +189,22 @@ class Daemon:
         # The scheduler only decides *when*; the work runs in the main thread, between jobs,
         # so that one thread decides about tracks and no two decisions race.
         scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(self._in_main, "interval", args=[self.reconcile],
-                          minutes=watch.reconcile_minutes, next_run_time=utcnow_local(),
-                          id="reconcile", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._retry_failed],
-                          hours=watch.retry_failed_hours, id="retry-failed", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._check_roots],
-                          seconds=watch.root_check_seconds, id="roots", coalesce=True)
-        scheduler.add_job(self._in_main, "interval", args=[self._requeue_expired],
-                          minutes=1, id="leases", coalesce=True)
+        for job_id, (task, interval) in self._schedule(watch).items():
+            first = {"next_run_time": utcnow_local()} if job_id == "reconcile" else {}
+            scheduler.add_job(self._in_main, "interval", args=[task], id=job_id, coalesce=True,
+                              **first, **interval)
         scheduler.start()
         self._scheduler = scheduler
+
+    def _schedule(self, watch: WatchConfig) -> dict[str, tuple[Callable[[], None],
+                                                              dict[str, float]]]:
+        """The scheduled tasks and their intervals, by job id."""
+        return {
+            "reconcile": (self.reconcile, {"minutes": watch.reconcile_minutes}),
+            "retry-failed": (self._retry_failed, {"hours": watch.retry_failed_hours}),
+            "roots": (self._check_roots, {"seconds": watch.root_check_seconds}),
+            "leases": (self._requeue_expired, {"minutes": 1}),
+        }
 
     def _in_main(self, task: Callable[[], None]) -> None:
         """Hand a scheduled task to the main loop (called in the scheduler's thread)."""
@@ -295,12 +305,24 @@ class Daemon:
             analysis = self._pool.outcome(future)
             if isinstance(analysis, WorkerDied):
                 # The worker died on this file (a crash, a timeout, out of memory): it costs
-                # this file only; pebble has already replaced the worker.
-                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
-            if analysis.transient:  # busy, settling, a permission: look again later
+                # this file and this job only (each job has its own task); pebble has already
+                # replaced the worker.
+                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason,
+                                    transient=analysis.retry, busy=analysis.retry)
+            if analysis.transient:
+                # Not the file's fault: the track stays pending with its error. A file still
+                # being written is waited for (not an attempt); anything else (a permission,
+                # a vanished file, an I/O error) is retried with backoff, then parked.
                 record(self.library, ref, analysis, self.config, self._run_id)
-                postpone(self.library, job.id, max(self.config.watch.quiet_seconds, 1.0))
-                log.info("%s: %s", display_path(ref.path), analysis.error)
+                if analysis.busy:
+                    postpone(self.library, job.id, max(self.config.watch.quiet_seconds, 1.0))
+                    log.info("%s: %s", display_path(ref.path), analysis.error)
+                else:
+                    state = fail(self.library, job.id, analysis.error or "transient error",
+                                 self.config.watch.max_attempts,
+                                 self.config.watch.backoff_seconds)
+                    log.warning("%s: %s (%s)", display_path(ref.path), analysis.error,
+                                "parked" if state == "failed" else "will retry")
                 continue
             outcome, plan = record(self.library, ref, analysis, self.config, self._run_id,
                                    on_commit=lambda session, j=job.id: mark_done(session, j))
@@ -389,12 +411,20 @@ class Daemon:
                 return
             self.in_flight[job.id] = (job, ref, self._pool.submit(ref))
             return
-        for ref in refs:
-            enqueue(self.library, "file", ref.path)
+        enqueue_many(self.library, "file", [ref.path for ref in refs],
+                     between=lambda _done, _total: self.notifier.notify("WATCHDOG=1"))
         finish(self.library, job.id)
 
     def _move_job(self, job: ClaimedJob) -> None:
         assert job.dest is not None
+        refusal = inside_roots(job.dest, [r.path for r in self.roots])
+        if refusal is not None:
+            # Moved out of the library, or a symlink renamed into it: what was at the source
+            # is gone from the library; nothing is followed through the link.
+            log.info("%s: ignored, %s", display_path(job.dest), refusal)
+            self.counters.missing += mark_missing(self.library, job.path)
+            finish(self.library, job.id)
+            return
         moved = move_tracks(self.library, job.path, job.dest)
         self.counters.moved += moved
         if not moved:  # moved in from outside the library (or unknown): new to us
@@ -415,11 +445,23 @@ class Daemon:
             self.notifier.notify("WATCHDOG=1")  # a long walk is not a hang
 
         try:
+            # Tag writes deferred since (a read-only file, a locked one, a full disk) are
+            # tried again, without classifying again; at start-up this also settles writes
+            # a kill interrupted.
+            settled = reconcile_planned_writes(self.library, self._pool)
+            if any(settled.values()):
+                log.info("deferred tag writes tried again: %s", settled)
             refs = plan_scan(self.library, roots, False, summary, identify_with(self._pool),
                              progress=alive)
             paths = [ref.path for ref in refs]
-            for path in paths:
-                enqueue(self.library, "file", path)
+
+            def queued(done: int, total: int) -> None:
+                # One transaction per chunk: progress is committed, and systemd hears from
+                # us between chunks however many files there are.
+                self.notifier.notify(f"STATUS=reconcile: queued {done} of {total}",
+                                     "WATCHDOG=1")
+
+            enqueue_many(self.library, "file", paths, between=queued)
             prune_done(self.library)
         except Exception:  # noqa: BLE001 - the next run tries again
             log.exception("reconcile failed")
@@ -457,21 +499,85 @@ class Daemon:
         return None
 
     def _reload(self) -> None:
-        """SIGHUP: read the configuration again; new models restart the workers."""
+        """SIGHUP: read the configuration again and apply all of it.
+
+        Roots (when they come from library.roots) are started or stopped, the quiet period
+        and the scheduler's intervals take effect, and the workers are restarted when
+        anything they use changed: models, genres, tags, limits, the settle time (the quiet
+        period), [personal] or a newly learned head.
+        """
+        from libtagger.analysis.model import check_models
+
         try:
             new = _daemon_config(load_config(self.config_path))
+            check_models(new)  # here, before the workers are stopped for models they lack
         except LibtaggerError as exc:
             log.error("config not reloaded: %s", exc)
             return
-        models_changed = (new.classifier, new.genres) != (self.config.classifier,
-                                                         self.config.genres)
+        old = self.config
+        restart = (replace(new, watch=old.watch, library=replace(new.library, roots=(),
+                                                                 database="", jobs=0))
+                   != replace(old, library=replace(old.library, roots=(), database="", jobs=0))
+                   or self._active_head_path(new) != self._head_path)
         self.config = new
-        if models_changed:
+        if restart:
             while self.in_flight:
                 self._collect(timeout=0.1)
             self._stop_pool()
             self._start_pool()
-        log.info("configuration reloaded%s", " (workers restarted)" if models_changed else "")
+        self._apply_roots(old, new)
+        if self._scheduler is not None and new.watch != old.watch:
+            for job_id, (_task, interval) in self._schedule(new.watch).items():
+                self._scheduler.reschedule_job(job_id, trigger="interval", **interval)
+        log.info("configuration reloaded%s", " (workers restarted)" if restart else "")
+
+    def _apply_roots(self, old: Config, new: Config) -> None:
+        """Start and stop roots as the new configuration says; give observers the new quiet
+        period (restarting them when their polling settings changed)."""
+        wanted = (_real_roots(new.library.roots) if self.roots_from_config and new.library.roots
+                  else [r.path for r in self.roots])
+        kept = []
+        for root in self.roots:
+            if root.path not in wanted:
+                root.stop()
+                log.info("%s: no longer watched", root.path)
+            else:
+                kept.append(root)
+        observing = ("polling", "polling_roots", "polling_seconds")
+        restart = any(getattr(old.watch, k) != getattr(new.watch, k) for k in observing)
+        for i, root in enumerate(kept):
+            if restart:
+                root.stop()
+                kept[i] = root = self._root_watch(root.path, new)
+                if root.start(self.library, new.watch):
+                    enqueue(self.library, "folder", root.path)  # what it missed meanwhile
+            else:
+                root.set_quiet(new.watch.quiet_seconds)
+        known = {r.path for r in kept}
+        for path in wanted:
+            if path not in known:
+                root = self._root_watch(path, new)
+                kept.append(root)
+                if root.start(self.library, new.watch):
+                    enqueue(self.library, "folder", root.path)  # its files, found now
+                log.info("%s: watched (%s)", path, root.mode or "not there yet")
+        self.roots = kept
+
+    def _root_watch(self, path: str, config: Config) -> RootWatch:
+        polled = set(_real_roots(config.watch.polling_roots))
+        return RootWatch(path, self.polling or config.watch.polling or path in polled)
+
+    def _active_head_path(self, config: Config | None = None) -> str | None:
+        from libtagger.library.personal import active_head_path
+
+        config = config or self.config
+        if config.personal.mode == "off":
+            return None
+        return active_head_path(self.library, "+".join(config.classifier.models))
+
+
+def _real_roots(roots: Iterable[str]) -> list[str]:
+    return [os.path.realpath(os.path.expanduser(r)) for r in roots]
 
 
 def _daemon_config(config: Config) -> Config:
@@ -493,7 +599,8 @@ def replace_watch(config: Config, **changes: Any) -> Config:
 
 
 def run_daemon(config: Config, library: Library, roots: list[str], jobs: int,
-               polling: bool = False, config_path: str | None = None) -> int:
+               polling: bool = False, config_path: str | None = None,
+               roots_from_config: bool = False) -> int:
     """Run the watch daemon until it is stopped; returns the exit code."""
-    return Daemon(config, library, roots, jobs, polling, config_path).run()
+    return Daemon(config, library, roots, jobs, polling, config_path, roots_from_config).run()
 
