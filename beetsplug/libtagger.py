@@ -28,16 +28,18 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from beets import library, ui
+from beets import library, ui, util
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
 
-from libtagger.analysis.classify import Failure, TrackResult
-from libtagger.config import Config, load_config
-from libtagger.errors import LibtaggerError
-from libtagger.pipeline.batch import classify_many
+if TYPE_CHECKING:
+    from libtagger.analysis.classify import TrackResult
+    from libtagger.config import Config
+
+# libtagger's engine (numpy, PyAV, TFLite) is imported only when something is classified:
+# beets loads every plugin for every command, and `beet ls` should not pay for it.
 
 # beets 2.x keeps genres as a list field (``genres``); older 2.x releases had one ``genre``
 # string. Joined values use beets' own multi-value delimiter for display and `beet modify`.
@@ -85,12 +87,12 @@ def judge(item: library.Item, result: TrackResult, max_genres: int, force: bool)
     confidence = decision.confidence if decision else 0.0
     reason = decision.reason if decision else "no genre decision for this track"
     existing = current_genres(item)
-    if not genres:
+    if not genres or list(genres) == existing:
         return Verdict(genres, score, confidence, reason, apply=False)
     if existing and not force:
         return Verdict(genres, score, confidence, reason, apply=False,
                        why_not=f"keeps its own genre {JOIN.join(existing)!r} (overwrite: no)")
-    return Verdict(genres, score, confidence, reason, apply=list(genres) != existing)
+    return Verdict(genres, score, confidence, reason, apply=True)
 
 
 def record(item: library.Item, verdict: Verdict) -> None:
@@ -104,6 +106,13 @@ def record(item: library.Item, verdict: Verdict) -> None:
     item["libtagger_reason"] = verdict.reason
     if verdict.apply:
         set_genres(item, verdict.genres)
+
+
+def describe(item: library.Item) -> str:
+    """How log lines name an item: beets' "artist - album - title", or its path when untagged."""
+    if item.title or item.artist:
+        return str(item)
+    return util.displayable_path(item.path)
 
 
 def chunks(items: Sequence[library.Item], size: int) -> Iterator[Sequence[library.Item]]:
@@ -137,6 +146,9 @@ class LibtaggerPlugin(BeetsPlugin):
         Raises:
             UserError: the config file is missing or invalid, or an override is out of range.
         """
+        from libtagger.config import load_config
+        from libtagger.errors import LibtaggerError
+
         with self._lock:
             if self._engine is None:
                 path = self.config["config"].as_str() or None
@@ -174,6 +186,10 @@ class LibtaggerPlugin(BeetsPlugin):
         Raises:
             UserError: libtagger's config or models cannot be used.
         """
+        from libtagger.analysis.classify import Failure
+        from libtagger.errors import LibtaggerError
+        from libtagger.pipeline.batch import classify_many
+
         config = self.engine_config()
         jobs, size, max_genres = self.jobs(config), self.config["batch"].get(int), self.max_genres()
         for batch in chunks(items, max(1, size)):
@@ -194,7 +210,7 @@ class LibtaggerPlugin(BeetsPlugin):
         changed = []
         for item, verdict in self.classify(list(items), force):
             if isinstance(verdict, str):
-                self._log.warning("cannot classify {}: {}", item, verdict)
+                self._log.warning("cannot classify {}: {}", describe(item), verdict)
                 if not pretend:
                     item["libtagger_reason"] = f"not classified: {verdict}"
                     item.store()
@@ -211,15 +227,15 @@ class LibtaggerPlugin(BeetsPlugin):
         """One info line per item: what is (or would be) set, and why."""
         would = "would set" if pretend else "set"
         if not verdict.genres:
-            self._log.info("{}: nothing certain ({})", item, verdict.reason)
+            self._log.info("{}: nothing certain ({})", describe(item), verdict.reason)
         elif verdict.apply:
-            self._log.info("{}: {} genre {} ({:.0%} of votes; {})", item, would,
+            self._log.info("{}: {} genre {} ({:.0%} of votes; {})", describe(item), would,
                            JOIN.join(verdict.genres), verdict.confidence, verdict.reason)
         elif verdict.why_not:
-            self._log.info("{}: {}; libtagger says {}", item, verdict.why_not,
+            self._log.info("{}: {}; libtagger says {}", describe(item), verdict.why_not,
                            JOIN.join(verdict.genres))
         else:
-            self._log.info("{}: already {}", item, JOIN.join(verdict.genres))
+            self._log.info("{}: already {}", describe(item), JOIN.join(verdict.genres))
 
     # --- beets hooks ----------------------------------------------------------------------
 
