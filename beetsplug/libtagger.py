@@ -12,14 +12,15 @@ Enable it in beets' ``config.yaml`` (``pip install 'libtagger[beets]'`` installs
         max_genres: 1        # 2 also keeps a certain style's parent ("House; Electronic")
         batch: 50            # items classified per worker pool
 
-Commands: ``beet libtagger [-f/--force] [-n/--dry-run] [QUERY]`` classifies the matching items.
+``beet libtagger [-f/--force] [-n/--dry-run] [-w/-W] [QUERY]`` classifies the matching items.
 
 Every classified item gets flexible attributes: ``libtagger_genre`` (what libtagger decided,
 applied or not; absent when nothing was certain), ``libtagger_score``, ``libtagger_confidence``
 (share of the networks' votes) and ``libtagger_reason``. beets' ``genres`` field is set only
 when the decision is not empty and the item has no genre yet (or ``overwrite``/``--force``).
 Files are written by beets itself (``item.try_write()``), only when beets' ``import.write`` is
-on (``beet libtagger`` has ``-w/-W`` like ``beet modify``); libtagger's own tag writer is never used.
+on (``beet libtagger -w/-W`` decide for one run, as in ``beet modify``); libtagger's own tag
+writer is never used.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class LibtaggerPlugin(BeetsPlugin):
         """Ids of items imported with a new genre, written once beets has copied them."""
         if self.config["auto"].get(bool):
             self.import_stages = [self.import_stage]
+            self.register_listener("import_begin", self.check_config)
             self.register_listener("import_task_files", self.write_imported)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -238,6 +240,11 @@ class LibtaggerPlugin(BeetsPlugin):
             self._log.info("{}: already {}", describe(item), JOIN.join(verdict.genres))
 
     # --- beets hooks ----------------------------------------------------------------------
+
+    def check_config(self, session: Any) -> None:
+        """Stop an import with a bad libtagger config before beets adds anything to the library
+        (a failing import stage would leave items added but not copied)."""
+        self.engine_config()
 
     def import_stage(self, session: Any, task: Any) -> None:
         """Classify a task's items before beets copies and writes them (so path formats may use

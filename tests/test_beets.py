@@ -88,7 +88,8 @@ class Beets:
             "libtagger: {jobs: 1}\n"
         )
         path = [str(guard), str(REPO), os.environ.get("PYTHONPATH", "")]
-        self.env = {**os.environ, "BEETSDIR": str(self.config), "NETWORK_LOG": str(self.network_log),
+        self.env = {**os.environ, "BEETSDIR": str(self.config),
+                    "NETWORK_LOG": str(self.network_log),
                     "PYTHONPATH": os.pathsep.join(p for p in path if p)}
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
