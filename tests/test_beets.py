@@ -68,7 +68,7 @@ class Beets:
     FIELDS = ("title", "path", "genres", "libtagger_genre", "libtagger_confidence",
               "libtagger_score", "libtagger_reason")
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, plugin: str = "{jobs: 1}") -> None:
         self.root = root
         self.config = root / "beetsdir"
         self.config.mkdir()
@@ -85,18 +85,18 @@ class Beets:
             "disabled_plugins: [musicbrainz]\n"
             "import: {copy: yes, write: yes, autotag: no, quiet: yes, "
             f"log: {root / 'import.log'}}}\n"
-            "libtagger: {jobs: 1}\n"
+            f"libtagger: {plugin}\n"
         )
         path = [str(guard), str(REPO), os.environ.get("PYTHONPATH", "")]
         self.env = {**os.environ, "BEETSDIR": str(self.config),
                     "NETWORK_LOG": str(self.network_log),
                     "PYTHONPATH": os.pathsep.join(p for p in path if p)}
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``beet ARGS``; fails the test on a non-zero exit."""
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``beet ARGS``; fails the test on a non-zero exit (unless not ``check``)."""
         proc = subprocess.run([sys.executable, "-m", "beets", *args], env=self.env,
                               capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"beet {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0 or not check, f"beet {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         assert "error loading plugin" not in proc.stderr, proc.stderr
         return proc
 
@@ -187,3 +187,14 @@ def test_command_dry_run_keep_and_force(imported: Beets) -> None:
     assert mine["genres"] == before["libtagger_genre"]
     assert file_genres(mine["path"]) == mine["genres"].split("; ")
     assert imported.network_log.read_text() == ""
+
+
+def test_a_bad_libtagger_config_stops_the_import_before_it_adds_anything(tmp_path: Path) -> None:
+    source = tmp_path / "incoming"
+    source.mkdir()
+    tag(audiogen.write(source / "a.mp3", audiogen.music(3.0, seed=5)), "a")
+    beets = Beets(tmp_path, plugin=f"{{config: {tmp_path / 'missing.toml'}}}")
+    proc = beets.run("import", str(source), check=False)
+    assert proc.returncode == 1
+    assert f"libtagger: config file not found: {tmp_path / 'missing.toml'}" in proc.stderr
+    assert beets.run("ls").stdout == ""
