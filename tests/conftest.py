@@ -1,4 +1,5 @@
-"""Shared fixtures: real encoded audio files, the real models, and a leak check."""
+"""Shared fixtures: real encoded audio files, the real models, a real PostgreSQL server, and
+a leak check."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import multiprocessing
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import audiogen  # noqa: E402
+import pg  # noqa: E402
 
 from libtagger.analysis.classify import Classifier  # noqa: E402
 from libtagger.config import Config  # noqa: E402
@@ -72,3 +75,36 @@ def long_mp3(tmp_path_factory) -> Path:
     """A 90-second mp3, long enough that the classifier seeks to its windows."""
     path = tmp_path_factory.mktemp("long") / "long.mp3"
     return audiogen.write(path, audiogen.music(90.0, seed=2, tempo=128.0))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throw-away PostgreSQL cluster on a Unix socket, for the whole session."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install 'libtagger[postgres]'")
+    bin_dir = pg.find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in "
+                    "/usr/lib/postgresql/*/bin): apt-get install postgresql")
+    server = pg.PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> Iterator[str]:
+    """The URL of an empty PostgreSQL database of this test's own, dropped after it."""
+    name = pg_server.new_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_location(request, tmp_path) -> str:
+    """Where a test's database lives, once for each backend: a SQLite file or a PostgreSQL
+    URL (a fresh, empty database either way)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "lib.db")
+    return request.getfixturevalue("pg_url")

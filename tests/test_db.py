@@ -1,9 +1,11 @@
-"""The database: durable SQLite settings, migrations, and upgrades without loss."""
+"""The database: durable SQLite settings, migrations, and upgrades without loss, on SQLite and
+on a real PostgreSQL server (the ``db_location`` fixture runs a test on both)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -36,17 +38,50 @@ def test_sqlite_is_durable_and_concurrent(tmp_path):
     assert {"tracks", "classifications", "genres", "tag_writes", "runs"} <= set(library.table_names())
 
 
-def test_non_utf8_paths_round_trip(tmp_path):
-    library = Library(tmp_path / "lib.db")
+def test_non_utf8_paths_round_trip(db_location):
+    library = Library(db_location)
     odd = os.fsdecode(b"/music/caf\xe9/\xff.mp3")
     with library.session() as session:
         session.add(Track(path=odd, size=1, mtime_ns=1, status="done"))
     with library.session() as session:
         assert session.scalars(select(Track.path)).one() == odd
+    library.close()
 
 
-def test_one_classification_per_track(tmp_path):
-    library = Library(tmp_path / "lib.db")
+def test_sizes_and_nanosecond_mtimes_are_64_bit(db_location):
+    library = Library(db_location)
+    with library.session() as session:
+        session.add(Track(path="/m/big.wav", size=5 * 2**30, mtime_ns=1_764_000_000_123_456_789))
+    with library.reader() as session:
+        track = session.scalars(select(Track)).one()
+        assert (track.size, track.mtime_ns) == (5 * 2**30, 1_764_000_000_123_456_789)
+    library.close()
+
+
+def test_the_migrations_build_the_schema_the_models_declare(db_location):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from sqlalchemy import Float
+
+    from libtagger.library.db import Base
+
+    def same_float(_ctx, _inspected, _declared, inspected_type, declared_type):
+        # SQLAlchemy 2.1 declares float as Double; the migrations say Float. SQLite stores
+        # both as REAL and PostgreSQL's FLOAT is double precision: the same column.
+        if isinstance(inspected_type, Float) and isinstance(declared_type, Float):
+            return False
+        return None
+
+    library = Library(db_location)
+    with library.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": same_float})
+        assert compare_metadata(context, Base.metadata) == []
+    library.close()
+
+
+def test_one_classification_per_track(db_location):
+    library = Library(db_location)
     with library.session() as session:
         track = Track(path="/m/a.mp3", size=1, mtime_ns=1)
         track.classification = Classification(model="m", windows=1, voting_windows=1,
@@ -61,10 +96,11 @@ def test_one_classification_per_track(tmp_path):
     with library.session() as session:
         assert session.scalars(select(Classification.windows)).all() == [2]
         assert session.scalars(select(GenreRow)).all() == []
+    library.close()
 
 
-def test_database_built_at_the_first_migration_upgrades_without_loss(tmp_path):
-    path = tmp_path / "old.db"
+def test_database_built_at_the_first_migration_upgrades_without_loss(db_location):
+    path = db_location
     engine = create_db_engine(database_url(path))
     upgrade(engine, "0001")
     assert current_revision(engine) == "0001"
@@ -94,16 +130,50 @@ def test_database_built_at_the_first_migration_upgrades_without_loss(tmp_path):
             "/music/old.mp3", 10, "abc", 200.5)
         assert [(g.genre, g.score) for g in track.classification.genres] == [("House", 0.7)]
         assert session.scalars(select(TagWrite)).all() == []
+    library.close()
 
 
-def test_opening_an_old_database_upgrades_it_automatically(tmp_path):
+def test_alembic_upgrades_an_empty_database_step_by_step(db_location):
+    from alembic import command
+
+    from libtagger.library.db import alembic_config
+
+    url = database_url(db_location)
+    command.upgrade(alembic_config(url), "0001")
+    engine = create_db_engine(url)
+    assert current_revision(engine) == "0001"
+    command.upgrade(alembic_config(url), "head")
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_opening_an_old_database_upgrades_it_automatically(db_location):
+    engine = create_db_engine(database_url(db_location))
+    upgrade(engine, "0001")
+    engine.dispose()
+    library = Library(db_location)
+    assert "tag_writes" in library.table_names()
+    library.close()
+
+
+def test_sqlite_file_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.db"
     engine = create_db_engine(database_url(path))
     upgrade(engine, "0001")
     engine.dispose()
-    Library(path)
+    Library(path).close()
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert "tag_writes" in tables
+
+
+def test_a_postgres_url_without_its_driver_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now fails
+    with pytest.raises(DatabaseError, match=r"pip install 'libtagger\[postgres\]'"):
+        Library("postgresql+psycopg://someone@/music")
+    result = CliRunner().invoke(main, ["--db", "postgresql+psycopg://someone@/music", "stats"])
+    assert result.exit_code != 0
+    message = result.stderr.strip()
+    assert "\n" not in message and "libtagger[postgres]" in message, message
 
 
 def test_unusable_locations_are_clear_errors(tmp_path):
@@ -119,10 +189,10 @@ def test_unusable_locations_are_clear_errors(tmp_path):
         Library(garbage)
 
 
-def test_upgrade_backfills_track_vectors_from_window_embeddings(tmp_path):
+def test_upgrade_backfills_track_vectors_from_window_embeddings(db_location):
     import numpy as np
 
-    path = tmp_path / "v3.db"
+    path = db_location
     engine = create_db_engine(database_url(path))
     upgrade(engine, "0003")
     windows = np.array([[3.0, 0.0], [1.0, 0.0], [2.0, 2.0]], dtype=np.float16)
@@ -142,3 +212,4 @@ def test_upgrade_backfills_track_vectors_from_window_embeddings(tmp_path):
         vector = np.frombuffer(found.vector, dtype=np.float16).astype(np.float32)
     expected = np.array([2.0, 2.0 / 3.0]) / np.hypot(2.0, 2.0 / 3.0)  # the mean, normalised
     np.testing.assert_allclose(vector, expected, atol=1e-3)
+    library.close()

@@ -1,4 +1,9 @@
-"""The query language against a real SQLite library: fields, operators, groups, output."""
+"""The query language against a real SQLite library: fields, operators, groups, output.
+
+The tests marked ``BOTH`` run on a real PostgreSQL server too (a representative subset: every
+field, paths as bytes, globs, times, ordering); the rest run on SQLite only, to keep the
+suite quick.
+"""
 
 from __future__ import annotations
 
@@ -39,9 +44,21 @@ def ago(**delta: float) -> datetime:
     return (NOW - timedelta(**delta)).replace(tzinfo=None)
 
 
+BOTH = pytest.mark.parametrize("db_location", ["sqlite", "postgresql"], indirect=True)
+"""Run a test on SQLite and on PostgreSQL."""
+
+
 @pytest.fixture
-def library(tmp_path) -> Iterator[Library]:
-    with Library(tmp_path / "lib.db") as lib:
+def db_location(request, tmp_path) -> str:
+    """SQLite unless a test is marked ``BOTH`` (then also a fresh PostgreSQL database)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return str(tmp_path / "lib.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def library(db_location) -> Iterator[Library]:
+    with Library(db_location) as lib:
         yield lib
 
 
@@ -161,6 +178,7 @@ def test_bad_ordering_and_output_format_are_query_errors(library):
 # --- genre rows --------------------------------------------------------------------------------
 
 
+@BOTH
 def test_genre_is_normalised_and_takes_wildcards(genres_lib):
     assert find(genres_lib, "genre:hiphop") == ["/m/rap.mp3"]
     assert find(genres_lib, 'genre:"HIP HOP"') == ["/m/rap.mp3"]
@@ -172,6 +190,7 @@ def test_genre_is_normalised_and_takes_wildcards(genres_lib):
                                            "/m/weak.flac"]
 
 
+@BOTH
 def test_genre_row_terms_hold_on_the_same_row(genres_lib):
     assert find(genres_lib, "genre:house score:>0.6") == ["/m/house.mp3"]
     assert find(genres_lib, "genre:techno score:>0.6") == ["/m/mix.mp3"]
@@ -183,6 +202,7 @@ def test_genre_row_terms_hold_on_the_same_row(genres_lib):
     assert find(genres_lib, "rank:2 score:>0.5") == []
 
 
+@BOTH
 def test_negated_genre_row_terms_mean_no_such_row(genres_lib):
     assert find(genres_lib, "genre:house -genre:techno") == ["/m/house.mp3"]
     assert find(genres_lib, "-genre:house") == ["/m/rap.mp3", "/m/todo.mp3", "/m/weak.flac"]
@@ -248,6 +268,7 @@ def test_duration_forms(library, query, expected):
     assert find(library, query) == expected
 
 
+@BOTH
 def test_format_status_model_and_error(genres_lib):
     add(genres_lib, "/m/bad.ogg", None, status="failed", fmt="ogg", error="Decode error: EOF")
     add(genres_lib, "/m/vgg.mp3", (("Jazz", 0.9, 0.9),), model="MTT_VGG")
@@ -262,6 +283,7 @@ def test_format_status_model_and_error(genres_lib):
     assert len(find(genres_lib, "-error:decode")) == 6  # tracks without an error included
 
 
+@BOTH
 def test_bare_words_match_part_of_the_path_ignoring_case(library):
     add(library, "/m/Daft Punk/One More Time.mp3")
     add(library, "/m/100%/a_b.mp3")
@@ -273,6 +295,7 @@ def test_bare_words_match_part_of_the_path_ignoring_case(library):
     assert find(library, "_") == ["/m/100%/a_b.mp3"]
 
 
+@BOTH
 def test_or_groups(genres_lib):
     assert find(genres_lib, "genre:techno OR genre:rock") == ["/m/mix.mp3", "/m/weak.flac"]
     assert find(genres_lib, "genre:techno|status:pending") == ["/m/mix.mp3", "/m/todo.mp3"]
@@ -284,6 +307,7 @@ def test_or_groups(genres_lib):
 # --- paths -------------------------------------------------------------------------------------
 
 
+@BOTH
 def test_path_is_a_folder_prefix_with_a_boundary(library):
     for path in ("/m/2024", "/m/2024/a.mp3", "/m/2024/sub/b.mp3", "/m/2024-old/x.mp3",
                  "/m/20240/y.mp3", "/m/2023/z.mp3"):
@@ -297,6 +321,7 @@ def test_path_is_a_folder_prefix_with_a_boundary(library):
                                               "/m/20240/y.mp3"]  # byte order
 
 
+@BOTH
 def test_path_globs(library):
     for path in ("/m/2024/a.mp3", "/m/2025/deep/a.mp3", "/m/[x]/a.mp3", "/m/x/a.mp3",
                  "/m/2024-old/b.mp3"):
@@ -316,6 +341,7 @@ def test_path_expands_home_and_makes_relative_paths_absolute(library, monkeypatc
     assert find(library, "path:crate") == [str(tmp_path / "crate" / "b.mp3")]
 
 
+@BOTH
 def test_non_utf8_path_round_trips_and_matches_its_folder(library):
     add(library, LATIN1, (("Jazz", 0.9, 0.9),))
     add(library, "/m/cafe/y.mp3")
@@ -334,6 +360,7 @@ def test_non_utf8_path_round_trips_and_matches_its_folder(library):
 # --- times -------------------------------------------------------------------------------------
 
 
+@BOTH
 def test_relative_ages(library):
     add(library, "/m/new.mp3", added=ago(days=3))
     add(library, "/m/old.mp3", added=ago(days=10))
@@ -348,6 +375,7 @@ def test_relative_ages(library):
     assert find(library, "added:..4d") == ["/m/old.mp3"]
 
 
+@BOTH
 def test_iso_dates_are_local_days(library, tokyo):
     add(library, "/m/a.mp3", added=utc(2026, 11, 19, 16, 0))  # 2026-11-20 01:00 in Tokyo
     add(library, "/m/b.mp3", added=utc(2026, 11, 20, 16, 0))  # 2026-11-21 01:00 in Tokyo
@@ -400,6 +428,7 @@ def test_parse_when_gives_the_start_as_naive_utc(tokyo):
         parse_when("soon", now=NOW)
 
 
+@BOTH
 def test_classified_uses_the_classification_time(library):
     add(library, "/m/fresh.mp3", (("Jazz", 0.9, 0.9),), classified=ago(hours=2),
         added=ago(days=20))
@@ -435,6 +464,7 @@ def test_injection_looking_input_is_data(genres_lib, query):
 # --- ordering and output -----------------------------------------------------------------------
 
 
+@BOTH
 def test_ordering_and_limit(genres_lib):
     assert find(genres_lib, "", order_by="score") == [
         "/m/mix.mp3", "/m/house.mp3", "/m/rap.mp3", "/m/weak.flac", "/m/todo.mp3"]
@@ -446,6 +476,7 @@ def test_ordering_and_limit(genres_lib):
     assert find(genres_lib, "status:done", limit=1) == ["/m/house.mp3"]
 
 
+@BOTH
 def test_order_by_added_and_classified_newest_first(library):
     add(library, "/m/a.mp3", (("Jazz", 0.9, 0.9),), added=ago(days=1), classified=ago(days=9))
     add(library, "/m/b.mp3", (("Jazz", 0.9, 0.9),), added=ago(days=2), classified=ago(days=1))
@@ -460,6 +491,7 @@ def rows_for(lib: Library, query: str) -> list[dict]:
         return track_rows(select_tracks(session, query, now=NOW))
 
 
+@BOTH
 def test_track_rows_are_flat_json_ready_records(genres_lib):
     mix, todo = rows_for(genres_lib, "path:/m/mix.mp3 | status:pending")
     assert mix == {

@@ -1,11 +1,14 @@
-"""The job queue: collapsing bursts, leases, backoff, parking, and requeue after a crash."""
+"""The job queue: collapsing bursts, leases, backoff, parking, and requeue after a crash, on
+SQLite and on a real PostgreSQL server; concurrent claimers never share a job."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from libtagger.library.db import Job, Library, utcnow
 from libtagger.service.queue import (
@@ -23,8 +26,9 @@ from libtagger.service.queue import (
 
 
 @pytest.fixture
-def library(tmp_path) -> Library:
-    return Library(tmp_path / "q.db")
+def library(db_location) -> Iterator[Library]:
+    with Library(db_location) as lib:
+        yield lib
 
 
 def test_a_burst_of_events_for_one_path_is_one_job(library):
@@ -84,6 +88,41 @@ def test_claims_of_a_dead_daemon_are_requeued(library):
     assert requeue_claimed(library, only_expired=True) == 0  # leases still valid
     assert requeue_claimed(library) == 2  # start-up: nobody else holds them
     assert len(claim(library, 5)) == 2
+
+
+def test_start_up_leaves_another_machines_live_claims(library):
+    mine, theirs, stale = (enqueue(library, "file", f"/m/{n}.mp3") for n in "abc")
+    claim(library, 3, lease=600)
+    with library.session() as session:
+        session.execute(update(Job).where(Job.id == theirs).values(claimed_by="elsewhere:1"))
+        session.execute(update(Job).where(Job.id == stale).values(
+            claimed_by="elsewhere:2", lease_until=utcnow() - timedelta(seconds=1)))
+    assert requeue_claimed(library) == 2
+    with library.session() as session:
+        states = {j.id: j.state for j in session.scalars(select(Job))}
+    assert states == {mine: "queued", theirs: "claimed", stale: "queued"}
+
+
+def test_concurrent_claimers_never_get_the_same_job(db_location):
+    with Library(db_location) as setup:
+        for n in range(120):
+            enqueue(setup, "file", f"/m/{n:03d}.mp3")
+    claimed: list[list[int]] = [[], [], []]
+    start = threading.Barrier(len(claimed))
+
+    def claimer(mine: list[int]) -> None:
+        with Library(db_location) as own:  # its own engine and connections
+            start.wait()
+            while batch := claim(own, 4):
+                mine.extend(job.id for job in batch)
+
+    threads = [threading.Thread(target=claimer, args=(ids,)) for ids in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = [job_id for ids in claimed for job_id in ids]
+    assert len(every) == 120 and len(set(every)) == 120
 
 
 def test_done_in_the_same_transaction_as_the_result(library):

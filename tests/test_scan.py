@@ -267,3 +267,31 @@ def test_reclassifying_updates_our_own_write_but_never_the_users_part(tmp_path, 
     code, _, _ = scan(db, "--force", "--policy", "append", str(root))
     assert code == 0
     assert read_genres(song) == first  # Polka kept, our Ska replaced by the new result
+
+
+def test_scan_query_and_stats_on_postgresql(tmp_library, pg_url):
+    """The same commands on a real PostgreSQL server: first scan, no-op rescan, a move."""
+    code, out, err = scan(pg_url, str(tmp_library))
+    assert code == 0, err
+    assert "7 files: 7 new" in out
+    found = tracks(pg_url)
+    assert len(found) == 7 and count(pg_url, TagWrite) == 7
+    for path, track in found.items():
+        assert track.status == "done" and read_genres(path) == [
+            track.classification.genres[0].genre]
+    code, out, _ = scan(pg_url, str(tmp_library))
+    assert "7 unchanged" in out and "classified 0" in out
+    source = next(tmp_library.rglob("*.ogg"))
+    destination = tmp_library / "Sorted" / "renamed.ogg"
+    destination.parent.mkdir()
+    source.rename(destination)
+    code, out, _ = scan(pg_url, str(tmp_library))
+    assert "1 moved" in out and "classified 0" in out
+    assert tracks(pg_url)[str(destination)].id == found[str(source)].id
+    runner = CliRunner()
+    result = runner.invoke(main, ["--db", pg_url, "query", f"path:{tmp_library}/Sorted",
+                                  "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [row["path"] for row in json.loads(result.stdout)] == [str(destination)]
+    result = runner.invoke(main, ["--db", pg_url, "stats"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output

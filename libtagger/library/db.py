@@ -1,8 +1,10 @@
 """The genre database: SQLAlchemy 2 models and the connection helpers.
 
-The schema is owned by Alembic (``migrations/``); :func:`open_library` upgrades an older
+The schema is owned by Alembic (``migrations/``); :class:`Library` upgrades an older
 database on start-up. SQLite runs in WAL mode with ``synchronous=FULL``: a committed result
 survives a power cut, and readers (``libtagger query`` while a scan runs) never block the writer.
+PostgreSQL (``postgresql+psycopg://…``, the ``libtagger[postgres]`` extra) is the shared
+database for several machines; the same models and migrations serve both.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import numpy as np
 import platformdirs
 from sqlalchemy import (
     JSON,
+    BigInteger,
     and_,
     or_,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     create_engine,
@@ -30,9 +34,7 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -47,6 +49,12 @@ from libtagger.config import APP_NAME
 from libtagger.errors import DatabaseError
 
 BUSY_TIMEOUT_MS = 30_000
+
+POSTGRES_EXTRA = "pip install 'libtagger[postgres]'"
+
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit integer (sizes, nanosecond mtimes): BIGINT on PostgreSQL, whose INTEGER is 32
+bits; plain INTEGER on SQLite, where every integer is already 64 bits."""
 
 
 def utcnow() -> datetime:
@@ -94,8 +102,8 @@ class Track(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(FilePath, unique=True)
     """Absolute path; updated when the file is moved or renamed."""
-    size: Mapped[int]
-    mtime_ns: Mapped[int]
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
     identity: Mapped[str | None] = mapped_column(String(40), index=True)
     """Hash of the compressed audio stream (not the tags): survives renames and tag edits."""
     format: Mapped[str | None] = mapped_column(String(32))
@@ -326,27 +334,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class fold(FunctionElement[str]):  # noqa: N801 - an SQL function name
-    """SQL: text folded for case-insensitive matching, in every script ("Ä" = "ä").
-
-    PostgreSQL's lower() knows Unicode; SQLite's knows only ASCII, so there it calls
-    Python's casefold, registered on every connection.
-    """
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(fold)
-def _fold_default(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"lower({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(fold, "sqlite")
-def _fold_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"lt_fold({compiler.process(element.clauses, **kw)})"
-
-
 def _casefold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
@@ -365,8 +352,17 @@ def _sqlite_autocommit(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite connections get :func:`_sqlite_pragmas`."""
-    engine = create_engine(url, future=True)
+    """An engine for ``url``; SQLite connections get :func:`_sqlite_pragmas`.
+
+    Raises:
+        DatabaseError: the URL names a database whose driver is not installed.
+    """
+    try:
+        engine = create_engine(url, future=True)
+    except (ImportError, NoSuchModuleError) as exc:
+        scheme = url.split("://", 1)[0]
+        hint = f": {POSTGRES_EXTRA}" if scheme.startswith("postgres") else ""
+        raise DatabaseError(f"no driver for {scheme}:// databases is installed{hint}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "connect", _sqlite_autocommit)

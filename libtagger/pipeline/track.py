@@ -15,20 +15,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from libtagger.analysis.classify import TrackResult
 from libtagger.analysis.vote import normalise_genre
 from libtagger.config import Config, TagConfig
 from libtagger.errors import display_path
-from libtagger.library.db import Classification, GenreRow, Library, TagWrite, Track, genre_key
-from libtagger.library.db import utcnow
+from libtagger.library.db import (
+    Classification,
+    GenreRow,
+    Library,
+    TagWrite,
+    Track,
+    genre_key,
+    under_path,
+    utcnow,
+)
 from libtagger.library.guards import Snapshot
 from libtagger.library.safewrite import remove_recorded_temp, temp_path_for
 from libtagger.library.tags import plan_genres
@@ -312,18 +320,22 @@ def _same(a: list[str], b: list[str]) -> bool:
     return [normalise_genre(x) for x in a] == [normalise_genre(x) for x in b]
 
 
-def reconcile_planned_writes(library: Library, runner: Runner[Any, Any]) -> dict[str, int]:
+def reconcile_planned_writes(library: Library, runner: Runner[Any, Any],
+                             roots: Sequence[str] | None = None) -> dict[str, int]:
     """Settle writes left ``planned`` by a kill, and try ``deferred`` ones again.
 
     A planned write is done already, still to do, or overtaken (the file's genre changed);
-    its recorded temporary copy, if a kill left one, is removed. Returns counts of each
-    decision (completed, redone, skipped, deferred).
+    its recorded temporary copy, if a kill left one, is removed. With ``roots``, only writes
+    to files under them are settled (a daemon leaves other daemons' roots alone). Returns
+    counts of each decision (completed, redone, skipped, deferred).
     """
     counts = {"completed": 0, "redone": 0, "skipped": 0, "deferred": 0}
+    condition = TagWrite.state.in_(("planned", "deferred"))
+    if roots is not None:
+        condition = condition & or_(false(), *(under_path(TagWrite.path, r) for r in roots))
     with library.session() as session:
         pending = session.execute(
-            select(TagWrite.id, TagWrite.state, TagWrite.temp_path)
-            .where(TagWrite.state.in_(("planned", "deferred")))
+            select(TagWrite.id, TagWrite.state, TagWrite.temp_path).where(condition)
         ).all()
     for write_id, state, temp in pending:
         if temp:

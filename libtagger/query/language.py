@@ -48,7 +48,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
+    LargeBinary,
     Text,
     and_,
     cast,
@@ -61,10 +63,12 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from libtagger.query import values
-from libtagger.library.db import Classification, FilePath, GenreRow, Track, fold, under_path
+from libtagger.library.db import Classification, FilePath, GenreRow, Track, under_path
 from libtagger.errors import LibtaggerError
 from libtagger.analysis.vote import normalise_genre
 
@@ -120,22 +124,97 @@ def _within(column: InstrumentedAttribute[Any], bounds: values.Bounds) -> Column
     return and_(*parts)
 
 
+class _Contains(FunctionElement[bool]):
+    """``needle`` occurs in ``haystack``, ignoring case; no wildcards to escape.
+
+    Compiled per database: SQLite's ``instr`` over Python's casefold for text (ASCII ``lower``
+    for paths, which are bytes); PostgreSQL's ``strpos`` over ``lower`` for text, and for
+    paths (BYTEA) under the "C" collation, read byte for byte as Latin-1 text.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "libtagger_contains"
+
+
+@compiles(_Contains)
+def _contains_sqlite(element: _Contains, compiler: Any, **kw: Any) -> str:
+    def folded(clause: Any) -> str:
+        sql = compiler.process(clause, **kw)
+        if isinstance(clause.type, (FilePath, LargeBinary)):
+            return f"lower({sql})"
+        return f"lt_fold({sql})"  # Python's casefold, registered on every connection
+
+    haystack, needle = (folded(c) for c in element.clauses)
+    return f"(instr({haystack}, {needle}) > 0)"
+
+
+@compiles(_Contains, "postgresql")
+def _contains_postgresql(element: _Contains, compiler: Any, **kw: Any) -> str:
+    def ascii_lower(clause: Any) -> str:
+        sql = compiler.process(clause, **kw)
+        if not isinstance(clause.type, (FilePath, LargeBinary)):
+            return f"lower({sql})"  # text: the database's own, Unicode-aware lower()
+        sql = f"convert_from({sql}, 'LATIN1')"
+        return f'lower(({sql}) COLLATE "C")'
+
+    haystack, needle = (ascii_lower(c) for c in element.clauses)
+    return f"(strpos({haystack}, {needle}) > 0)"
+
+
 def _contains(column: Any, needle: Any) -> ColumnElement[bool]:
-    """``needle`` occurs in ``column``, ignoring case in any script (instr: no wildcards to
-    escape)."""
-    return func.instr(fold(column), fold(needle)) > 0
+    """``needle`` occurs in ``column``, ignoring case (in any script for text; ASCII for
+    paths, which are bytes)."""
+    return _Contains(column, needle)
+
+
+class _PathGlob(FunctionElement[bool]):
+    """A path matches a glob (``*`` any run of characters, ``?`` one; ``[`` is literal).
+
+    SQLite: ``GLOB`` over both sides read as text (this SQLite build never GLOBs BLOBs).
+    PostgreSQL: ``LIKE`` over the BYTEA path, where ``?`` is one byte (a non-ASCII UTF-8
+    character is two to four).
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "libtagger_path_glob"
+
+
+@compiles(_PathGlob)
+def _glob_sqlite(element: _PathGlob, compiler: Any, **kw: Any) -> str:
+    column, glob, _like = element.clauses
+    return compiler.process(cast(column, Text).op("GLOB")(cast(glob, Text)), **kw)
+
+
+@compiles(_PathGlob, "postgresql")
+def _glob_postgresql(element: _PathGlob, compiler: Any, **kw: Any) -> str:
+    column, _glob, like = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)})"
+
+
+def _glob_as_like(pattern: str) -> str:
+    """A glob as a LIKE pattern (backslash escapes LIKE's own wildcards)."""
+    out = []
+    for char in pattern:
+        if char in "%_\\":
+            out.append("\\" + char)
+        else:
+            out.append({"*": "%", "?": "_"}.get(char, char))
+    return "".join(out)
+
+
+def _path_glob(pattern: str) -> ColumnElement[bool]:
+    """``Track.path`` matches the glob ``pattern`` (see :class:`_PathGlob`)."""
+    return _PathGlob(Track.path, literal(pattern.replace("[", "[[]"), FilePath),
+                     literal(_glob_as_like(pattern), FilePath))
 
 
 def _under(path: str) -> ColumnElement[bool]:
     """The file ``path`` or anything under it; a glob if it has ``*`` or ``?``."""
     if "*" in path or "?" in path:
-        # This SQLite build never GLOBs BLOBs, so both sides are read as text; [ is literal.
-        pattern = path.replace("[", "[[]")
-        below = pattern.rstrip(os.sep) + os.sep + "*"
-        return or_(
-            *(cast(Track.path, Text).op("GLOB")(cast(literal(p, FilePath), Text))
-              for p in (pattern, below))
-        )
+        below = path.rstrip(os.sep) + os.sep + "*"
+        return or_(_path_glob(path), _path_glob(below))
     return under_path(Track.path, path)
 
 

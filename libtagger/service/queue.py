@@ -21,6 +21,16 @@ is (``Daemon._collect`` applies this rule):
   and retries after ``backoff · 2^(attempts-1)`` s, parking the job after ``max_attempts``.
 
 Each job has its own worker task, so a worker that dies is blamed on the job it held only.
+
+Several daemons, one database: on SQLite there is one writer at a time (``BEGIN IMMEDIATE``),
+so a claim is atomic and the watch lock beside the database file allows one daemon. On
+PostgreSQL a claim is ``SELECT … FOR UPDATE SKIP LOCKED``: daemons on several machines can
+claim from one queue at once, each skipping the rows another is claiming, and never get the
+same job. What is supported there: one daemon per machine (the watch lock is a file on that
+machine, not in the database) and each library root watched by one daemon. A daemon that
+starts puts back only the claims of its own machine (a dead predecessor's) and those whose
+lease ran out, never a live daemon's, and settles only the interrupted tag writes under its
+own roots.
 """
 
 from __future__ import annotations
@@ -56,6 +66,11 @@ class ClaimedJob:
 def worker_name() -> str:
     """Who holds a claim: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def _this_machine() -> str:
+    """The part of :func:`worker_name` that names this machine."""
+    return f"{socket.gethostname()}:"[:64]
 
 
 def enqueue(library: Library, kind: str, path: str, dest: str | None = None,
@@ -115,7 +130,13 @@ def enqueue_many(library: Library, kind: str, paths: Sequence[str],
 
 def claim(library: Library, limit: int, lease: float = 600.0,
           now: datetime | None = None) -> list[ClaimedJob]:
-    """Claim up to ``limit`` due jobs, oldest first, with a lease of ``lease`` seconds."""
+    """Claim up to ``limit`` due jobs, oldest first, with a lease of ``lease`` seconds.
+
+    On PostgreSQL the rows are locked as they are read and rows another claimer holds are
+    skipped (``FOR UPDATE SKIP LOCKED``), so concurrent claimers share the queue without
+    waiting or overlapping; SQLite ignores the clause (its writing transaction already
+    excludes every other writer).
+    """
     now = now or utcnow()
     with library.session() as session:
         jobs = session.scalars(
@@ -123,6 +144,7 @@ def claim(library: Library, limit: int, lease: float = 600.0,
             .where(Job.state == "queued", Job.not_before <= now)
             .order_by(Job.not_before, Job.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         ).all()
         for job in jobs:
             job.state = "claimed"
@@ -181,11 +203,15 @@ def postpone(library: Library, job_id: int, delay: float) -> None:
 
 
 def requeue_claimed(library: Library, only_expired: bool = False) -> int:
-    """Put claimed jobs back in the queue: all of them at start-up, or those whose lease ran out."""
+    """Put claimed jobs back in the queue: those whose lease ran out, and (at start-up, unless
+    ``only_expired``) every claim held by this machine, whose one daemon is the one starting.
+
+    A claim by another machine with a valid lease is left alone: its daemon may be alive.
+    """
     with library.session() as session:
-        condition = Job.state == "claimed"
-        if only_expired:
-            condition = condition & (Job.lease_until < utcnow())
+        expired = Job.lease_until < utcnow()
+        mine = Job.claimed_by.startswith(_this_machine(), autoescape=True)
+        condition = (Job.state == "claimed") & (expired if only_expired else expired | mine)
         result = session.execute(
             update(Job).where(condition).values(state="queued", lease_until=None,
                                                 claimed_by=None),

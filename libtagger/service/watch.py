@@ -115,7 +115,8 @@ class Daemon:
         try:
             self._install_signals()
             self._start_pool()
-            settled = reconcile_planned_writes(self.library, self._pool)
+            settled = reconcile_planned_writes(self.library, self._pool,
+                                               [r.path for r in self.roots])
             requeued = requeue_claimed(self.library)
             if requeued or any(settled.values()):
                 log.info("resumed: %d jobs back in the queue, interrupted writes %s",

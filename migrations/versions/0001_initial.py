@@ -15,6 +15,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# 64 bits on PostgreSQL (its INTEGER is 32); SQLite's INTEGER already is, and stays as it was.
+INT64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -31,8 +34,8 @@ def upgrade() -> None:
         "tracks",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("path", sa.LargeBinary, nullable=False, unique=True),
-        sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("mtime_ns", sa.Integer, nullable=False),
+        sa.Column("size", INT64, nullable=False),
+        sa.Column("mtime_ns", INT64, nullable=False),
         sa.Column("identity", sa.String(40)),
         sa.Column("format", sa.String(32)),
         sa.Column("duration", sa.Float),
