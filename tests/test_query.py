@@ -499,6 +499,7 @@ def test_track_rows_are_flat_json_ready_records(genres_lib):
         "genre": "Techno", "score": 0.8, "confidence": 0.7,
         "genres": [{"genre": "Techno", "score": 0.8, "confidence": 0.7},
                    {"genre": "House", "score": 0.4, "confidence": 0.3}],
+        "tag": None, "written": None, "artist": None, "title": None, "album": None,
         "model": "msd_musicnn", "classified_at": "2026-10-27T12:00:00+00:00",
         "added_at": "2026-10-27T12:00:00+00:00", "last_error": None,
     }
