@@ -343,3 +343,24 @@ def test_another_users_file_is_left_unchanged_when_not_root(nobody_home, song):
     st = theirs.stat()
     assert (st.st_uid, st.st_gid) == (1000, 1000)
     assert read_genres(ours) and ours.stat().st_uid == NOBODY
+
+
+def test_a_writing_session_holds_the_write_lock_from_its_first_read(tmp_path):
+    """Regression: pysqlite began transactions lazily, so a session's read-then-write was not
+    atomic: another writer could slip in between the read and the write."""
+    first = Library(tmp_path / "lib.db")
+    second = Library(tmp_path / "lib.db")
+
+    @event.listens_for(second.engine, "connect")
+    def impatient(connection, _record):
+        connection.execute("PRAGMA busy_timeout = 100")
+
+    with first.session() as session:
+        session.scalars(select(Track)).all()  # only a read so far
+        with pytest.raises(Exception, match="database is locked"):
+            with second.session() as other:
+                other.scalars(select(Track)).all()
+        with second.reader() as reader:  # readers are never held up
+            assert reader.scalars(select(Track)).all() == []
+    first.close()
+    second.close()
