@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -202,7 +203,10 @@ def test_rows_json_and_table():
 
     out = io.StringIO()
     write_neighbours(rows, "json", out)
-    assert json.loads(out.getvalue()) == rows  # the undecodable byte survives as \udcff
+    parsed = json.loads(out.getvalue())  # the one path convention: text + exact bytes
+    assert parsed[0] == {**rows[0], "path": "/m/b\ufffd.flac",
+                         "path_bytes": base64.b64encode(b"/m/b\xff.flac").decode()}
+    assert parsed[1] == rows[1]
 
     out = io.StringIO()
     write_neighbours(rows, "table", out)
