@@ -185,9 +185,22 @@ def test_genre_is_normalised_and_takes_wildcards(genres_lib):
     assert find(genres_lib, "genre:*rock") == ["/m/weak.flac"]
     assert find(genres_lib, "genre:hard*") == ["/m/weak.flac"]
     assert find(genres_lib, "genre:ro*") == ["/m/weak.flac"]
-    assert find(genres_lib, "genre:roc") == []
+    # A whole name, never a part; a name nobody has is an error with a suggestion, not an
+    # empty answer (regression: a typo silently matched nothing).
+    with pytest.raises(QueryError, match="did you mean Rock"):
+        find(genres_lib, "genre:roc")
     assert find(genres_lib, "genre:*") == ["/m/house.mp3", "/m/mix.mp3", "/m/rap.mp3",
                                            "/m/weak.flac"]
+
+
+@BOTH
+def test_lower_case_operators_and_parentheses_are_errors_not_empty_answers(genres_lib):
+    with pytest.raises(QueryError, match='"or" is not an operator here'):
+        find(genres_lib, "genre:house or genre:techno")
+    with pytest.raises(QueryError, match="parentheses are not supported"):
+        find(genres_lib, "(genre:house | genre:techno)")
+    assert find(genres_lib, "genre:house OR genre:techno") == ["/m/house.mp3", "/m/mix.mp3"]
+    assert find(genres_lib, "'or'") == []  # quoted: a path search for the word
 
 
 @BOTH
@@ -301,7 +314,7 @@ def test_or_groups(genres_lib):
     assert find(genres_lib, "genre:techno|status:pending") == ["/m/mix.mp3", "/m/todo.mp3"]
     assert find(genres_lib, "genre:house score:>0.6 | rank:1 score:<0.3") == [
         "/m/house.mp3", "/m/weak.flac"]
-    assert find(genres_lib, "genre:techno or") == []  # lowercase "or" is a word
+    assert find(genres_lib, "genre:techno 'or'") == []  # quoted, "or" is a word in paths
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -454,7 +467,11 @@ def test_classified_uses_the_classification_time(library):
     ],
 )
 def test_injection_looking_input_is_data(genres_lib, query):
-    assert find(genres_lib, query) == []
+    if query.startswith("genre:"):  # no such genre: refused, as any unknown genre is
+        with pytest.raises(QueryError, match="no track has"):
+            find(genres_lib, query)
+    else:
+        assert find(genres_lib, query) == []
     with genres_lib.session() as session:
         assert session.scalar(select(func.count()).select_from(Track)) == 5
         statement = select(Track).where(build_filter(parse_query(query, now=NOW), ["House"]))

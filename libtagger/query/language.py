@@ -361,6 +361,14 @@ def parse_query(text: str, now: datetime | None = None) -> Query:
             terms = []
         elif keyword == "NOT":
             negate = not negate
+        elif keyword.lower() in ("or", "and", "not"):
+            # A bare lower-case word would silently search paths for "or": say what works.
+            raise QueryError(f'"{keyword}" is not an operator here: write OR (or |) between '
+                             'alternatives, NOT (or -) before a term; terms next to each other '
+                             f'must all match. Quote it to search paths for the word: {text}')
+        elif keyword.startswith("(") or keyword.endswith(")"):
+            raise QueryError(f"parentheses are not supported: a query is terms that must all "
+                             f"match, with OR between such groups (a b | c): {text}")
         else:
             terms.append(_term(token, negate, now))
             negate = False
@@ -390,6 +398,33 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
 
 
 # --- building SQL ----------------------------------------------------------------------------
+
+
+def _check_genre_names(query: Query, stored: Sequence[str]) -> None:
+    """Refuse a genre no track has and no tree knows (a typo would silently match nothing).
+
+    Raises:
+        QueryError: naming the term, with the closest known genre names.
+    """
+    import difflib
+
+    from libtagger.config import DEFAULT_GENRES
+
+    known = sorted({*stored, *(n.name for n in DEFAULT_GENRES)})
+    for group in query.groups:
+        for term in group.terms:
+            if term.field != "genre":
+                continue
+            if any(term.value.fullmatch(normalise_genre(name)) for name in known):
+                continue
+            raw = normalise_genre(term.source.split(":", 1)[-1])
+            by_key = {normalise_genre(name): name for name in known}
+            close = [by_key[k] for k in difflib.get_close_matches(raw, list(by_key), n=3,
+                                                                   cutoff=0.6)]
+            hint = f"; did you mean {', '.join(close)}?" if close else \
+                f"; genres: {', '.join(known[:12])}…"
+            raise QueryError(f'no track has, and no genre tree knows, the genre in '
+                             f'"{term.source}"{hint}')
 
 
 def stored_genres(session: Session) -> list[str]:
@@ -489,9 +524,12 @@ def select_tracks(
     """
     query = parse_query(text, now)
     uses_genre = any(t.field == "genre" for g in query.groups for t in g.terms)
+    genres = stored_genres(session) if uses_genre else []
+    if uses_genre:
+        _check_genre_names(query, genres)
     statement = (
         select(Track)
-        .where(build_filter(query, stored_genres(session) if uses_genre else ()))
+        .where(build_filter(query, genres))
         .order_by(*_ordering(order_by))
         .options(selectinload(Track.classification).selectinload(Classification.genres))
     )
