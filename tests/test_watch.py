@@ -747,7 +747,10 @@ def test_a_permission_denied_is_retried_with_backoff_until_it_passes(songs):
         assert job()[0] == "done" and job()[1] == 3
         assert "will retry" in log.read_text() and "Traceback" not in log.read_text()
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
+        try:
+            assert daemon.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon did not stop on SIGTERM:\n" + log.read_text()[-3000:])
     finally:
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGKILL)
