@@ -22,6 +22,7 @@ import logging
 import os
 import resource
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,6 +39,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _PR_SET_PDEATHSIG = 1
+STOP_SECONDS = 10
+"""How long stopping the pool waits for pebble's threads to end."""
 
 
 @dataclass(frozen=True)
@@ -172,11 +175,19 @@ class Runner(Generic[T, R]):
         if self._closed:
             return
         self._closed = True
-        if now:
-            self._pool.stop()
-        else:
+        if not now:
             self._pool.close()
-        self._pool.join()
+            self._pool.join()
+            return
+        self._pool.stop()  # terminates the workers; PR_SET_PDEATHSIG covers any left
+        # Joining pebble's threads can block for good if a worker died mid-message: wait a
+        # bounded time (its threads are daemon threads and do not hold up the exit).
+        joiner = threading.Thread(target=self._pool.join, name="libtagger-pool-stop",
+                                  daemon=True)
+        joiner.start()
+        joiner.join(STOP_SECONDS)
+        if joiner.is_alive():
+            log.warning("the worker pool did not stop within %d s; leaving it", STOP_SECONDS)
 
     def __enter__(self) -> Runner[T, R]:
         return self
