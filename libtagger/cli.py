@@ -30,6 +30,7 @@ from libtagger.commands.common import (
 )
 from libtagger.commands.library import db, export, query, runs, scan, show, stats, undo
 from libtagger.commands.library import write_command
+from libtagger.commands.cluster import worker
 from libtagger.commands.personal import learn, similar
 from libtagger.commands.service import service, status, watch
 from libtagger.errors import LibtaggerError, display_path
@@ -241,6 +242,7 @@ def models(tags: bool) -> None:
 
 
 for _command in (db, export, learn, query, runs, scan, show, similar, stats, status, undo, watch,
+                 worker,
                  write_command):
     main.add_command(_command)
 main.add_command(service)

@@ -114,6 +114,9 @@ class LibraryConfig:
     """Worker processes (0: one per core)."""
     settle_seconds: float = 10.0
     """A file modified more recently than this is left for later (it may still be copying)."""
+    path_map: tuple[tuple[str, str], ...] = ()
+    """On a cluster worker: (library path, this machine's path) prefixes, for a library that
+    this machine mounts somewhere else than the machine that scans it."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,19 @@ PERSONAL_MODES = ("personal", "fallback", "off")
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Where the classification work runs: this machine's own workers, or a Dask cluster."""
+
+    scheduler: str = ""
+    """"" (this machine's worker processes), "local" (a Dask LocalCluster on this machine), or
+    a Dask scheduler's address such as "tcp://10.0.0.5:8786". --scheduler overrides it."""
+    local_workers: int = 1
+    """With "local": Dask worker processes, each running --jobs analysis processes."""
+    connect_seconds: float = 60.0
+    """How long a scan waits for the scheduler and for its first worker."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -230,6 +246,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     personal: PersonalConfig = field(default_factory=PersonalConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     genres: tuple[GenreNode, ...] = DEFAULT_GENRES
     """The genre tree, in the order ties are broken."""
     source: str | None = None
@@ -277,10 +294,10 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
     """
     where = f"{source}: " if source else ""
     unknown = set(data) - {"library", "classifier", "tags", "watch", "personal", "limits",
-                          "genres"}
+                          "cluster", "genres"}
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
-    library = _section(LibraryConfig, data.get("library", {}), "library", where)
+    library = _library(data.get("library", {}), where)
     if library.jobs < 0:
         raise ConfigError(f"{where}library.jobs must be 0 (one per core) or more")
     classifier = _section(ClassifierConfig, data.get("classifier", {}), "classifier", where)
@@ -301,11 +318,16 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         raise ConfigError(f"{where}[limits] values must be positive (memory_mb may be 0)")
     if library.settle_seconds < 0:
         raise ConfigError(f"{where}library.settle_seconds must be 0 or more")
+    cluster = _section(ClusterConfig, data.get("cluster", {}), "cluster", where)
+    if cluster.local_workers < 1 or cluster.connect_seconds <= 0:
+        raise ConfigError(f"{where}cluster.local_workers and cluster.connect_seconds must be "
+                          "more than 0")
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
     return Config(library=library, classifier=classifier, tags=tags, watch=watch,
-                  personal=personal, limits=limits, genres=genres, source=source)
+                  personal=personal, limits=limits, cluster=cluster, genres=genres,
+                  source=source)
 
 
 def _section(cls: type, raw: Any, name: str, where: str) -> Any:
@@ -380,6 +402,27 @@ def _check_tags(t: TagConfig, where: str) -> None:
             raise ConfigError(f"{where}tags.{key} must be in [0, 1]")
     if not t.separator:
         raise ConfigError(f"{where}tags.separator must not be empty")
+
+
+def _library(raw: Any, where: str) -> LibraryConfig:
+    """[library], whose ``path_map`` is a table of "library path" = "path on this machine"."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}[library] must be a table")
+    raw = dict(raw)
+    path_map = raw.pop("path_map", None)
+    section = _section(LibraryConfig, raw, "library", where)
+    if path_map is None:
+        return section
+    if not isinstance(path_map, dict) or not all(
+            isinstance(v, str) and v and k for k, v in path_map.items()):
+        raise ConfigError(f'{where}[library.path_map] must be a table of "/library/path" = '
+                          '"/path/on/this/machine"')
+    for key, value in path_map.items():
+        if not (os.path.isabs(key) and os.path.isabs(value)):
+            raise ConfigError(f"{where}library.path_map: {key!r} = {value!r}: both must be "
+                              "absolute paths")
+    pairs = tuple((os.path.normpath(k), os.path.normpath(v)) for k, v in path_map.items())
+    return replace(section, path_map=pairs)
 
 
 def _personal(raw: Any, where: str) -> PersonalConfig:

@@ -47,6 +47,10 @@ class DatabaseError(LibtaggerError):
     """The database cannot be opened, upgraded or written."""
 
 
+class ClusterError(LibtaggerError):
+    """The Dask cluster cannot be reached, has no worker, or went away during a run."""
+
+
 class LearnError(LibtaggerError):
     """Not enough tagged tracks to learn from, or no usable personal head."""
 

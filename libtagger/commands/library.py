@@ -32,9 +32,14 @@ from libtagger.errors import display_path, path_fields
               help="How genres are written (default: config, else fill_empty).")
 @click.option("--rewrite-undone", is_flag=True,
               help="Also write files whose genre you undid (by default they are left alone).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Classify on a Dask cluster: 'local' (a LocalCluster on this machine) or a "
+                   "scheduler such as tcp://host:8786 (default: cluster.scheduler; '' for this "
+                   "machine's own workers).")
 @click.pass_context
 def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: bool,
-         no_write: bool, force: bool, policy: str | None, rewrite_undone: bool) -> None:
+         no_write: bool, force: bool, policy: str | None, rewrite_undone: bool,
+         scheduler: str | None) -> None:
     """Find tracks under ROOTS (folders or single files), classify new and changed ones,
     store and tag them."""
     from libtagger.pipeline.scan import scan_library
@@ -52,6 +57,7 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
                 library, roots, config, jobs=jobs_for(jobs, config, os.cpu_count() or 1),
                 force=force, write=not no_write, dry_run=dry_run, progress=progress.update,
                 rewrite_undone=rewrite_undone,
+                scheduler=config.cluster.scheduler if scheduler is None else scheduler,
             )
         except KeyboardInterrupt:
             click.echo("interrupted: what was done is saved; run the scan again to resume", err=True)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import or_, select, update
 
@@ -93,6 +94,14 @@ ProgressCallback = Callable[[str, int, int], None]
 """Called as (phase, done, total); phases: "walk", "classify"."""
 
 Identify = Callable[[list[str]], dict[str, tuple[Snapshot, str] | None]]
+
+
+class Analyser(Protocol):
+    """What analyses planned tracks: a :class:`Runner` or a cluster."""
+
+    def run(self, refs: Iterable[TrackRef]) -> Iterator[tuple[TrackRef, Any]]:
+        """(ref, Analysis or WorkerDied) per track."""
+        ...
 """Audio hashes of files, computed in workers: path -> (snapshot, identity) or None."""
 
 
@@ -277,8 +286,12 @@ def scan_library(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     rewrite_undone: bool = False,
+    scheduler: str = "",
 ) -> ScanSummary:
     """Scan ``roots``: plan, classify what needs it with ``jobs`` workers, store, write tags.
+
+    ``scheduler`` ("local" or a Dask scheduler's address) sends the analysis to a Dask
+    cluster (:mod:`libtagger.cluster`); planning, recording and tag writes stay here.
 
     ``dry_run`` analyses and reports what would happen, changing nothing: not a file and not
     the database (``library`` may then be None: no database yet).
@@ -297,9 +310,10 @@ def scan_library(
     head = None
     if library is not None and config.personal.mode != "off":
         head = active_head(library, name)
-    with make_runner(config, jobs, head) as runner:
+    with make_runner(config, jobs, head, models=not scheduler) as runner, \
+            _analyser(config, scheduler, jobs, head, runner) as analyser:
         if dry_run:
-            _dry_run(library, roots, force, write, config, runner, summary, progress,
+            _dry_run(library, roots, force, write, config, runner, analyser, summary, progress,
                      rewrite_undone)
             return summary
         assert library is not None
@@ -312,7 +326,8 @@ def scan_library(
         status = "failed"
         try:
             refs = plan_scan(library, roots, force, summary, identify_with(runner), progress)
-            _process(library, runner, config, refs, write, summary, progress, rewrite_undone)
+            _process(library, runner, analyser, config, refs, write, summary, progress,
+                     rewrite_undone)
             status = "done"
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -328,14 +343,25 @@ def scan_library(
     return summary
 
 
-def _process(library: Library, runner: Runner[Any, Any], config: Config,
+def _analyser(config: Config, scheduler: str, jobs: int, head: PersonalHead | None,
+              runner: Runner[Any, Any]) -> AbstractContextManager[Analyser]:
+    """What analyses the tracks: the local workers, or a Dask cluster."""
+    if not scheduler:
+        return nullcontext(runner)
+    from libtagger.cluster.client import ClusterAnalyser
+
+    return ClusterAnalyser(config, scheduler, jobs, head)
+
+
+def _process(library: Library, runner: Runner[Any, Any], analyser: Analyser, config: Config,
              refs: list[TrackRef], write: bool, summary: ScanSummary,
              progress: ProgressCallback | None, rewrite_undone: bool = False) -> None:
-    """Analyse the tracks in the workers; store each result and apply its write as it comes."""
+    """Analyse the tracks (in the workers or on the cluster); store each result and apply its
+    write here, as it comes."""
     total = len(refs)
     if progress:
         progress("classify", 0, total)
-    for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
+    for done, (ref, analysis) in enumerate(analyser.run(refs), start=1):
         if isinstance(analysis, WorkerDied):
             analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
         outcome, plan = record(library, ref, analysis, config, summary.run_id, write,
@@ -352,7 +378,7 @@ def _process(library: Library, runner: Runner[Any, Any], config: Config,
 
 
 def _dry_run(library: Library | None, roots: list[str], force: bool, write: bool,
-             config: Config, runner: Runner[Any, Any], summary: ScanSummary,
+             config: Config, runner: Runner[Any, Any], analyser: Analyser, summary: ScanSummary,
              progress: ProgressCallback | None, rewrite_undone: bool = False) -> None:
     """What a real scan would classify and write; the database is only read."""
     found, _ = _walk(roots, summary, progress)
@@ -370,7 +396,7 @@ def _dry_run(library: Library | None, roots: list[str], force: bool, write: bool
         refs.append(TrackRef(path, row.id if row else 0, f.snapshot))
     if progress:
         progress("classify", 0, len(refs))
-    for done, (ref, analysis) in enumerate(runner.run(refs), start=1):
+    for done, (ref, analysis) in enumerate(analyser.run(refs), start=1):
         if isinstance(analysis, WorkerDied):
             analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
         last, undone = _history(library, ref.track_id) if ref.track_id else (None, False)
