@@ -189,3 +189,16 @@ def test_system_plan_without_root_only_prints_useradd(tmp_path):
     assert not plan.run_add_user
     assert plan.next_steps[:2] == ("sudo systemctl daemon-reload",
                                    "sudo systemctl enable --now libtagger")
+
+
+@pytest.mark.parametrize("name", ["dask-scheduler.service", "libtagger-worker.service"])
+def test_the_cluster_example_units_verify(tmp_path, name):
+    """The shipped examples, with their command pointed at a program that exists here."""
+    analyze = _analyze()
+    text = (REPO / "systemd" / name).read_text()
+    command = re.search(r"^ExecStart=(\S+)", text, re.M)
+    assert command and command.group(1).startswith("/opt/libtagger/bin/")
+    unit = tmp_path / name
+    unit.write_text(text.replace(command.group(1), "/bin/true"))
+    result = _run([analyze, "verify", str(unit)], tmp_path)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
