@@ -28,7 +28,7 @@ from mutagen.wave import WAVE
 
 from libtagger.config import TagConfig
 from libtagger.errors import DecodeError, TagWriteError
-from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_stale_temp_files
+from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_recorded_temp
 from libtagger.library.tags import (
     SCORE_FIELD,
     plan_genres,
@@ -637,7 +637,7 @@ def test_file_size_limit(sources, tmp_path, stage):
 # --- leftovers from interrupted writes -------------------------------------------------------
 
 
-def test_remove_stale_temp_files(sources, tmp_path):
+def test_remove_recorded_temp(sources, tmp_path):
     song = fresh(sources, "mp3", tmp_path)
     stale = tmp_path / f".song.mp3.0badf00d{TEMP_SUFFIX}"
     live = tmp_path / f".song.mp3.5ca1ab1e{TEMP_SUFFIX}"
@@ -647,10 +647,15 @@ def test_remove_stale_temp_files(sources, tmp_path):
     assert is_temp_file(stale) and not is_temp_file(hidden) and not is_temp_file(song)
     with open(live, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a write in progress
-        assert remove_stale_temp_files(tmp_path) == [stale]
+        assert not remove_recorded_temp(live)
+        assert remove_recorded_temp(stale)
     assert live.exists() and hidden.exists() and song.exists() and not stale.exists()
-    assert remove_stale_temp_files([song, live, hidden]) == [live]
-    assert remove_stale_temp_files(tmp_path) == []
+    assert remove_recorded_temp(live) and not live.exists()
+    assert not remove_recorded_temp(stale)  # gone already
+    link = tmp_path / f".link.mp3.feedface{TEMP_SUFFIX}"
+    link.symlink_to(song)
+    assert not remove_recorded_temp(link)  # a symlink under a recorded name is not our copy
+    assert link.is_symlink() and song.exists()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
