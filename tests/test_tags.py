@@ -26,7 +26,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from libtagger.config import TagConfig
+from libtagger.config import LimitsConfig, TagConfig
 from libtagger.errors import DecodeError, TagWriteError
 from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_recorded_temp
 from libtagger.library.tags import (
@@ -494,6 +494,32 @@ def test_missing_file_and_folder(tmp_path):
         write_genres(tmp_path / "gone.mp3", ["Rock"], CONFIG)
     with pytest.raises(TagWriteError, match="not a regular file"):
         write_genres(tmp_path, ["Rock"], CONFIG)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "flac", "m4a"])
+def test_configured_tag_limits_refuse_what_the_defaults_accept(sources, tmp_path, fmt):
+    path = fresh(sources, fmt, tmp_path)
+    audio = KIND[fmt](path)
+    if audio.tags is None:
+        audio.add_tags()
+    for i in range(50):  # 50 tag items: ordinary under the default 10 000, not under 20
+        if fmt == "mp3":
+            audio.tags.add(COMM(encoding=3, lang="eng", desc=f"note {i}", text=["x"]))
+        elif fmt == "m4a":
+            audio.tags[f"----:org.test:NOTE{i}"] = [b"x"]
+        else:
+            audio.tags[f"NOTE{i}"] = ["x"]
+    audio.save()
+    digest = sha256(path)
+    assert read_genres(path) == [] and read_genres(path, limits=LimitsConfig()) == []
+    tight = LimitsConfig(max_tag_items=20)
+    with pytest.raises(DecodeError, match="refused unread"):
+        read_genres(path, limits=tight)
+    with pytest.raises(DecodeError, match="refused unread"):
+        write_genres(path, ["Rock"], CONFIG, limits=tight)
+    assert sha256(path) == digest and temp_files(tmp_path) == []
+    write_genres(path, ["Rock"], CONFIG, limits=LimitsConfig(max_tag_items=1000))
+    assert read_genres(path) == ["Rock"]
 
 
 # --- the file on disk: links, permissions, refusals, a full disk ----------------------------
