@@ -169,15 +169,32 @@ class LibtaggerPlugin(BeetsPlugin):
             return self._engine
 
     def max_genres(self) -> int:
-        """Genres set per item (``max_genres``, at least 1)."""
-        value = self.config["max_genres"].get(int)
-        if value < 1:
-            raise ui.UserError("libtagger: max_genres must be at least 1")
-        return value
+        """Genres set per item (``max_genres``, in the range of libtagger's tags.max_genres).
+
+        Raises:
+            UserError: out of that range.
+        """
+        from libtagger.config import INT_RANGES
+
+        return self._bounded("max_genres", *INT_RANGES["tags.max_genres"])
 
     def jobs(self, config: Config) -> int:
-        """Worker processes: the plugin's ``jobs``, else libtagger's, else one per core."""
-        return self.config["jobs"].get(int) or config.library.jobs or os.cpu_count() or 1
+        """Worker processes: the plugin's ``jobs``, else libtagger's, else one per core.
+
+        Raises:
+            UserError: ``jobs`` is out of the range of libtagger's library.jobs.
+        """
+        from libtagger.config import INT_RANGES
+
+        jobs = self._bounded("jobs", *INT_RANGES["library.jobs"])
+        return jobs or config.library.jobs or os.cpu_count() or 1
+
+    def _bounded(self, key: str, low: int, high: int) -> int:
+        """A whole-number option of this plugin, within [low, high]."""
+        value = self.config[key].get(int)
+        if not low <= value <= high:
+            raise ui.UserError(f"libtagger: {key} must be from {low} to {high}, not {value}")
+        return value
 
     # --- the work -------------------------------------------------------------------------
 
@@ -244,7 +261,7 @@ class LibtaggerPlugin(BeetsPlugin):
     def check_config(self, session: Any) -> None:
         """Stop an import with a bad libtagger config before beets adds anything to the library
         (a failing import stage would leave items added but not copied)."""
-        self.engine_config()
+        self.jobs(self.engine_config())
 
     def import_stage(self, session: Any, task: Any) -> None:
         """Classify a task's items before beets copies and writes them (so path formats may use

@@ -22,6 +22,8 @@ from libtagger import __version__
 from libtagger.commands.common import (
     EXIT_FATAL,
     EXIT_FILE_FAILURES,
+    JOBS,
+    TOP,
     config_for,
     default_jobs,
     format_time,
@@ -110,9 +112,9 @@ def main(ctx: click.Context, config_path: str | None, database: str | None, verb
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")
 @click.option("--windows", is_flag=True, help="Classify every window and show the timeline.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
 @click.option("--model", "models", multiple=True, help="Model to use (repeat to combine); overrides config.")
-@click.option("--top", type=click.IntRange(min=1), help="Genres to report per file.")
+@click.option("--top", type=TOP, help="Genres to report per file.")
 @click.pass_context
 def classify(
     ctx: click.Context,
@@ -165,7 +167,7 @@ def classify(
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Folder for evaluation.json, confusion.png and precision_coverage.png.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
 @click.option("--model", "models", multiple=True,
               help="CNN model to use (repeat to combine), or 'default' / 'personal' (your head "
                    "from `libtagger learn`).")

@@ -21,6 +21,8 @@ from libtagger.errors import ConfigError
 
 APP_NAME = "libtagger"
 CONFIG_ENV = "LIBTAGGER_CONFIG"
+MAX_JOBS = 256
+"""Most worker processes a run may start (each loads the models, about 800 MB)."""
 
 @dataclass(frozen=True)
 class GenreNode:
@@ -298,8 +300,6 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
     if unknown:
         raise ConfigError(f"{where}unknown section or key {sorted(unknown)[0]!r}")
     library = _library(data.get("library", {}), where)
-    if library.jobs < 0:
-        raise ConfigError(f"{where}library.jobs must be 0 (one per core) or more")
     classifier = _section(ClassifierConfig, data.get("classifier", {}), "classifier", where)
     _check_classifier(classifier, where)
     tags = _section(TagConfig, data.get("tags", {}), "tags", where)
@@ -309,19 +309,15 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
                 "backoff_seconds", "lease_seconds", "root_check_seconds", "poll_seconds"):
         if getattr(watch, key) <= 0:
             raise ConfigError(f"{where}watch.{key} must be more than 0")
-    if watch.max_attempts < 1:
-        raise ConfigError(f"{where}watch.max_attempts must be at least 1")
     personal = _personal(data.get("personal", {}), where)
     limits = _section(LimitsConfig, data.get("limits", {}), "limits", where)
-    if limits.seconds_per_file <= 0 or limits.memory_mb < 0 or limits.max_tag_mb < 1 \
-            or limits.max_tag_items < 1:
-        raise ConfigError(f"{where}[limits] values must be positive (memory_mb may be 0)")
+    if limits.seconds_per_file <= 0:
+        raise ConfigError(f"{where}limits.seconds_per_file must be more than 0")
     if library.settle_seconds < 0:
         raise ConfigError(f"{where}library.settle_seconds must be 0 or more")
     cluster = _section(ClusterConfig, data.get("cluster", {}), "cluster", where)
-    if cluster.local_workers < 1 or cluster.connect_seconds <= 0:
-        raise ConfigError(f"{where}cluster.local_workers and cluster.connect_seconds must be "
-                          "more than 0")
+    if cluster.connect_seconds <= 0:
+        raise ConfigError(f"{where}cluster.connect_seconds must be more than 0")
     genres = DEFAULT_GENRES
     if "genres" in data:
         genres = _genres(data["genres"], where)
@@ -358,7 +354,7 @@ def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}{key} must be a whole number")
-        return value
+        return _check_range(value, key, where)
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}{key} must be a number")
@@ -372,17 +368,45 @@ def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
     return value
 
 
+# Every whole-number setting, with the values it may take. A value far past the upper bound
+# is a typo, and some would fail only later and obscurely (setrlimit overflows, a pool of 10**30
+# processes, 10**12 windows decoded per track).
+INT_RANGES: Mapping[str, tuple[int, int]] = {
+    "library.jobs": (0, MAX_JOBS),
+    "classifier.windows": (1, 64),
+    "classifier.top_k": (1, 100),
+    "classifier.threads": (1, 64),
+    "classifier.batch_size": (1, 64),  # each window costs about 80 MB per model
+    "tags.max_genres": (1, 10),
+    "tags.id3_version": (3, 4),
+    "watch.max_attempts": (1, 1000),
+    "personal.min_tracks": (2, 1_000_000),
+    "personal.folds": (2, 100),
+    "limits.memory_mb": (0, 1 << 20),  # 1 TiB; 0 means no cap
+    "limits.max_tag_mb": (1, 1024),
+    "limits.max_tag_items": (1, 1_000_000),
+    "cluster.local_workers": (1, MAX_JOBS),
+}
+
+
+def _check_range(value: int, key: str, where: str) -> int:
+    """A whole number within its declared range (:data:`INT_RANGES`).
+
+    Raises:
+        ConfigError: out of range; the message names the key and the range.
+    """
+    low, high = INT_RANGES[key]
+    if not low <= value <= high:
+        raise ConfigError(f"{where}{key} must be from {low} to {high}, not {value}")
+    return value
+
+
 def _check_classifier(c: ClassifierConfig, where: str) -> None:
     """Range checks that types alone do not catch."""
     if not c.models:
         raise ConfigError(f"{where}classifier.models must name at least one model")
-    if c.windows < 1:
-        raise ConfigError(f"{where}classifier.windows must be at least 1")
     if not 0.0 <= c.edge_skip < 0.5:
         raise ConfigError(f"{where}classifier.edge_skip must be in [0, 0.5)")
-    for key in ("top_k", "threads", "batch_size"):
-        if getattr(c, key) < 1:
-            raise ConfigError(f"{where}classifier.{key} must be at least 1")
     if not 0.0 <= c.min_score <= 1.0:
         raise ConfigError(f"{where}classifier.min_score must be in [0, 1]")
 
@@ -391,10 +415,6 @@ def _check_tags(t: TagConfig, where: str) -> None:
     """Range checks for [tags]."""
     if t.policy not in TAG_POLICIES:
         raise ConfigError(f"{where}tags.policy must be one of {', '.join(TAG_POLICIES)}")
-    if t.max_genres < 1:
-        raise ConfigError(f"{where}tags.max_genres must be at least 1")
-    if t.id3_version not in (3, 4):
-        raise ConfigError(f"{where}tags.id3_version must be 3 or 4")
     if t.level not in TAG_LEVELS:
         raise ConfigError(f"{where}tags.level must be one of {', '.join(TAG_LEVELS)}")
     for key in ("min_score", "min_confidence", "style_confidence"):
@@ -436,8 +456,6 @@ def _personal(raw: Any, where: str) -> PersonalConfig:
         raise ConfigError(f"{where}personal.mode must be one of {', '.join(PERSONAL_MODES)}")
     if not 0.0 <= section.min_probability <= 1.0:
         raise ConfigError(f"{where}personal.min_probability must be in [0, 1]")
-    if section.min_tracks < 2 or section.folds < 2:
-        raise ConfigError(f"{where}personal.min_tracks and personal.folds must be at least 2")
     if aliases is None:
         return section
     if not isinstance(aliases, dict):

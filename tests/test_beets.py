@@ -198,3 +198,20 @@ def test_a_bad_libtagger_config_stops_the_import_before_it_adds_anything(tmp_pat
     assert proc.returncode == 1
     assert f"libtagger: config file not found: {tmp_path / 'missing.toml'}" in proc.stderr
     assert beets.run("ls").stdout == ""
+
+
+@pytest.mark.parametrize(("plugin", "message"), [
+    ("{jobs: 1, max_genres: 999999999999}", "libtagger: max_genres must be from 1 to 10"),
+    ("{jobs: 100000000000000000000}", "libtagger: jobs must be from 0 to 256"),
+])
+def test_an_out_of_range_plugin_option_stops_the_import(tmp_path: Path, plugin: str,
+                                                        message: str) -> None:
+    # libtagger's own config bounds these; the plugin's overrides must not slip past them.
+    source = tmp_path / "incoming"
+    source.mkdir()
+    tag(audiogen.write(source / "a.mp3", audiogen.music(3.0, seed=5)), "a")
+    beets = Beets(tmp_path, plugin=plugin)
+    proc = beets.run("import", str(source), check=False)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert beets.run("ls").stdout == ""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,22 @@ def test_classify_reports_a_bad_path_and_classifies_the_rest(runner, tmp_path):
     if os.geteuid() != 0:  # root reads anything
         assert f"error: {unreadable}: cannot open: Permission denied" in output
         assert f"error: {closed}: cannot read folder (Permission denied)" in output
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    (["scan", "--jobs", "100000000000000000000"], "not in the range 1<=x<=256"),
+    (["watch", "--jobs", "257"], "not in the range 1<=x<=256"),
+    (["classify", "--jobs", "0"], "not in the range 1<=x<=256"),
+    (["classify", "--top", "100000000000000000000"], "not in the range 1<=x<=100"),
+])
+def test_a_huge_worker_count_is_a_usage_error(tmp_path, command, message):
+    # Regression: scan --jobs 10**20 scanned, printed its summary, then never exited (the
+    # pool of 10**20 workers never stopped). A real process, so a hang fails by its timeout.
+    song = audiogen.write(tmp_path / "song.flac", audiogen.music(4.0))
+    proc = subprocess.run(
+        [sys.executable, "-c", "from libtagger.cli import main; main()",
+         "--db", str(tmp_path / "lib.db"), *command, str(song if command[0] == "classify"
+                                                         else tmp_path)],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "lib.db").exists()

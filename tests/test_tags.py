@@ -26,9 +26,9 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from libtagger.config import TagConfig
+from libtagger.config import LimitsConfig, TagConfig
 from libtagger.errors import DecodeError, TagWriteError
-from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_stale_temp_files
+from libtagger.library.safewrite import TEMP_SUFFIX, is_temp_file, remove_recorded_temp
 from libtagger.library.tags import (
     SCORE_FIELD,
     plan_genres,
@@ -496,6 +496,32 @@ def test_missing_file_and_folder(tmp_path):
         write_genres(tmp_path, ["Rock"], CONFIG)
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "flac", "m4a"])
+def test_configured_tag_limits_refuse_what_the_defaults_accept(sources, tmp_path, fmt):
+    path = fresh(sources, fmt, tmp_path)
+    audio = KIND[fmt](path)
+    if audio.tags is None:
+        audio.add_tags()
+    for i in range(50):  # 50 tag items: ordinary under the default 10 000, not under 20
+        if fmt == "mp3":
+            audio.tags.add(COMM(encoding=3, lang="eng", desc=f"note {i}", text=["x"]))
+        elif fmt == "m4a":
+            audio.tags[f"----:org.test:NOTE{i}"] = [b"x"]
+        else:
+            audio.tags[f"NOTE{i}"] = ["x"]
+    audio.save()
+    digest = sha256(path)
+    assert read_genres(path) == [] and read_genres(path, limits=LimitsConfig()) == []
+    tight = LimitsConfig(max_tag_items=20)
+    with pytest.raises(DecodeError, match="refused unread"):
+        read_genres(path, limits=tight)
+    with pytest.raises(DecodeError, match="refused unread"):
+        write_genres(path, ["Rock"], CONFIG, limits=tight)
+    assert sha256(path) == digest and temp_files(tmp_path) == []
+    write_genres(path, ["Rock"], CONFIG, limits=LimitsConfig(max_tag_items=1000))
+    assert read_genres(path) == ["Rock"]
+
+
 # --- the file on disk: links, permissions, refusals, a full disk ----------------------------
 
 
@@ -637,7 +663,7 @@ def test_file_size_limit(sources, tmp_path, stage):
 # --- leftovers from interrupted writes -------------------------------------------------------
 
 
-def test_remove_stale_temp_files(sources, tmp_path):
+def test_remove_recorded_temp(sources, tmp_path):
     song = fresh(sources, "mp3", tmp_path)
     stale = tmp_path / f".song.mp3.0badf00d{TEMP_SUFFIX}"
     live = tmp_path / f".song.mp3.5ca1ab1e{TEMP_SUFFIX}"
@@ -647,10 +673,15 @@ def test_remove_stale_temp_files(sources, tmp_path):
     assert is_temp_file(stale) and not is_temp_file(hidden) and not is_temp_file(song)
     with open(live, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a write in progress
-        assert remove_stale_temp_files(tmp_path) == [stale]
+        assert not remove_recorded_temp(live)
+        assert remove_recorded_temp(stale)
     assert live.exists() and hidden.exists() and song.exists() and not stale.exists()
-    assert remove_stale_temp_files([song, live, hidden]) == [live]
-    assert remove_stale_temp_files(tmp_path) == []
+    assert remove_recorded_temp(live) and not live.exists()
+    assert not remove_recorded_temp(stale)  # gone already
+    link = tmp_path / f".link.mp3.feedface{TEMP_SUFFIX}"
+    link.symlink_to(song)
+    assert not remove_recorded_temp(link)  # a symlink under a recorded name is not our copy
+    assert link.is_symlink() and song.exists()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -107,3 +107,50 @@ def test_queries_answer_about_the_files_own_tags(tmp_path):
     assert paths("written:electronic") == ["b.flac"]  # what libtagger wrote, and only that
     assert paths("tag:electronic") == ["b.flac"]  # the file carries it now
     assert read_genres(plain) == ["Electronic"]
+
+
+def with_notes(path: Path, count: int) -> Path:
+    """Give a FLAC file ``count`` extra Vorbis comments (the limits count tag items)."""
+    from mutagen.flac import FLAC
+
+    audio = FLAC(path)
+    for i in range(count):
+        audio[f"NOTE{i}"] = ["x"]
+    audio.save()
+    return path
+
+
+def limits_config(folder: Path, items: int) -> Path:
+    config = folder / f"limits-{items}.toml"
+    config.write_text(f"[library]\nsettle_seconds = 0.0\n[limits]\nmax_tag_items = {items}\n")
+    return config
+
+
+def test_a_configured_lower_tag_limit_refuses_a_write_the_default_allows(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    path = audiogen.write(root / "song.flac", audiogen.music(20.0, seed=3))
+    with_notes(audiogen.set_genre(path, ["Polka"]), 50)
+    db = tmp_path / "lib.db"
+    assert run(db, "scan", "--jobs", "1", str(root))[0] == 0
+    # The write reads the file's tags again: under the configured limit they are refused.
+    tight = limits_config(tmp_path, 20)
+    code, out, err = run(db, "--config", str(tight), "write", "--policy", "replace")
+    assert "refused unread" in out + err and read_genres(path) == ["Polka"], out + err
+    code, out, _ = run(db, "write", "--policy", "replace")
+    assert code == 0 and "wrote Electronic" in out and read_genres(path) == ["Electronic"]
+
+
+def test_a_configured_higher_tag_limit_lets_a_scan_write_what_the_default_refuses(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    path = with_notes(audiogen.write(root / "song.flac", audiogen.music(20.0, seed=3)), 10_050)
+    db = tmp_path / "lib.db"
+    from mutagen.flac import FLAC
+
+    code, out, err = run(db, "scan", "--jobs", "1", str(root))
+    assert code == 1 and "refused unread" in out + err and "genre" not in FLAC(path)
+    roomy = limits_config(tmp_path, 20_000)
+    code, out, err = run(db, "--config", str(roomy), "scan", "--jobs", "1", "--force", str(root))
+    assert code == 0 and "wrote 1 tags" in out, out + err
+    assert FLAC(path)["genre"] == ["Electronic"]  # read by mutagen: our reader would refuse it

@@ -200,7 +200,7 @@ class Classifier:
             DecodeError: the file cannot be read as audio.
         """
         settings = self.config.classifier
-        with AudioFile(path, self.frontend) as audio:
+        with AudioFile(path, self.frontend, limits=self.config.limits) as audio:
             duration = audio.info.duration
             needed = settings.windows * self.frontend.window_seconds * FULL_DECODE_FACTOR
             full = timeline or (duration or 0.0) >= settings.timeline_min_duration
@@ -211,7 +211,7 @@ class Classifier:
                     return windows, duration, audio.decode_errors, False
         # Short audio, unknown duration, a timeline, or seeking failed (a truncated file or a
         # broken index): read the whole file from the start.
-        with AudioFile(path, self.frontend) as audio:
+        with AudioFile(path, self.frontend, limits=self.config.limits) as audio:
             windows = list(audio.iter_windows())
             errors = audio.decode_errors
             header = duration

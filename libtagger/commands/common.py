@@ -9,12 +9,18 @@ from typing import Any
 
 import click
 
+from libtagger.config import INT_RANGES, MAX_JOBS
+
 EXIT_FILE_FAILURES = 1
 EXIT_FATAL = 2
 
 ROW_LIMIT = click.IntRange(min=1, max=2**63 - 1)
 """A count or id that reaches SQLite: a positive signed 64-bit integer (a larger one would
 raise OverflowError when bound)."""
+JOBS = click.IntRange(min=1, max=MAX_JOBS)
+"""--jobs: worker processes, bounded as ``library.jobs`` is (a pool of 10**20 never stops)."""
+TOP = click.IntRange(*INT_RANGES["classifier.top_k"])
+"""--top: genres reported per file, bounded as ``classifier.top_k`` is."""
 
 
 def default_jobs(n_files: int) -> int:

@@ -12,6 +12,7 @@ import click
 
 from libtagger.commands.common import (
     EXIT_FILE_FAILURES,
+    JOBS,
     ROW_LIMIT,
     config_for,
     existing_library_for,
@@ -24,7 +25,7 @@ from libtagger.errors import display_path, path_fields
 
 @click.command()
 @click.argument("roots", nargs=-1, type=click.Path(exists=True))
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
 @click.option("--dry-run", is_flag=True, help="Classify and show what would be written; change nothing.")
 @click.option("--no-write", is_flag=True, help="Store results in the database; leave the files alone.")
 @click.option("--force", is_flag=True, help="Reclassify every track, changed or not.")

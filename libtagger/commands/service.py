@@ -9,13 +9,13 @@ import sys
 
 import click
 
-from libtagger.commands.common import config_for, jobs_for, library_for, setup_logging
+from libtagger.commands.common import JOBS, config_for, jobs_for, library_for, setup_logging
 from libtagger.errors import display_path
 
 
 @click.command()
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
 @click.option("--polling", is_flag=True, help="Poll the folders instead of inotify (network shares).")
 @click.pass_context
 def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling: bool) -> None:

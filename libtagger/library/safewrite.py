@@ -4,8 +4,8 @@ The original is locked and only ever read; the edit happens on a hidden copy bes
 same folder (so on the same file system), with the original's owner, permission bits and
 extended attributes. Only once the edited copy is complete and flushed to disk is it renamed
 over the original, and the folder flushed too. A crash, a full disk or a kill -9 leaves either
-the old file or the new one, plus at worst a stale copy that :func:`remove_stale_temp_files`
-clears.
+the old file or the new one, plus at worst a stale copy whose name the caller recorded before
+it existed, which :func:`remove_recorded_temp` clears.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -132,25 +132,6 @@ def remove_recorded_temp(path: StrPath) -> bool:
     return _remove_if_stale(Path(path))
 
 
-def remove_stale_temp_files(folder_or_paths: StrPath | Iterable[StrPath]) -> list[Path]:
-    """Delete temporary copies left by interrupted writes; returns the paths removed.
-
-    Takes a folder (its direct entries are checked) or paths (folders among them are checked
-    the same way; other paths count if they are temporary copies). A copy that a running write
-    still holds locked is kept.
-    """
-    items = [folder_or_paths] if isinstance(folder_or_paths, (str, os.PathLike)) \
-        else list(folder_or_paths)
-    candidates: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir() and not item.is_symlink():
-            with os.scandir(item) as entries:
-                candidates += [Path(e.path) for e in entries if is_temp_file(e.name)]
-        elif is_temp_file(item):
-            candidates.append(item)
-    return [path for path in candidates if _remove_if_stale(path)]
-
-
 # --- the replacement, step by step ------------------------------------------------------------
 
 
@@ -176,11 +157,12 @@ def temp_path_for(path: StrPath) -> Path:
 def _create_temp(target: Path, chosen: Path | None = None) -> tuple[Path, int]:
     """A new hidden file beside the target, open and locked for as long as the write lasts.
 
-    The lock tells remove_stale_temp_files the copy is alive. A cleaner can only take it in the
-    instant between creating and locking; then we see the name gone and try a new one.
+    The lock tells remove_recorded_temp the copy is alive. A cleaner can only take it in the
+    instant between creating and locking; then we see the name gone and try again.
     """
-    # A name recorded by the caller is tried alone: it is the only one a cleanup will remove.
-    names = [chosen] if chosen is not None else [_temp_path(target) for _ in range(3)]
+    # A name recorded by the caller is the only one a cleanup will remove, so it is the only
+    # one tried: again, when a cleaner removed it in that instant.
+    names = [chosen] * 3 if chosen is not None else [_temp_path(target) for _ in range(3)]
     for temp in names:
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -82,13 +82,13 @@ class TagFamily:
     def refuse(self, audio: Any, path: StrPath) -> None:
         """Raise TagWriteError when this file's tags cannot be rewritten exactly."""
 
-    def audio_fingerprint(self, path: StrPath, source: StrPath) -> str:
+    def audio_fingerprint(self, path: StrPath, source: StrPath, limits: LimitsConfig) -> str:
         """What must be equal before and after a tag write: the compressed audio packets.
 
         Raises:
             TagWriteError: the audio cannot be demuxed.
         """
-        return _audio_hash(path, source)
+        return _audio_hash(path, source, limits)
 
 
 class ID3Genres(TagFamily):
@@ -166,11 +166,12 @@ class MP3Genres(ID3Genres):
 
     kinds: ClassVar[tuple[type[mutagen.FileType], ...]] = (MP3,)
 
-    def audio_fingerprint(self, path: StrPath, source: StrPath) -> str:
+    def audio_fingerprint(self, path: StrPath, source: StrPath, limits: LimitsConfig) -> str:
         # The packets, and the exact bytes between the ID3v2 tag (with its footer, if any) and
         # an ID3v1 trailer: a decoder reads the LAME/Xing frame there (gapless trimming), which
         # a leftover byte would hide without changing any packet.
-        digest = hashlib.sha1(_audio_hash(path, source).encode(), usedforsecurity=False)
+        digest = hashlib.sha1(_audio_hash(path, source, limits).encode(),
+                              usedforsecurity=False)
         with open(source, "rb") as file:
             head = file.read(10)
             start = 0
@@ -262,15 +263,19 @@ _FAMILY_OF: dict[type[mutagen.FileType], TagFamily] = {
 }
 
 
-def read_genres(path: StrPath, separator: str = "; ") -> list[str]:
+def read_genres(path: StrPath, separator: str = "; ",
+                limits: LimitsConfig | None = None) -> list[str]:
     """The genres the file holds now (multi-value fields and v2.3 joined strings split).
 
+    ``limits`` bounds the tags parsed (None: the defaults; the pipeline passes the config's).
+
     Raises:
-        DecodeError: the file cannot be read, is not a format we tag, or mutagen cannot parse it.
+        DecodeError: the file cannot be read, is not a format we tag, mutagen cannot parse it,
+            or its tags are beyond ``limits``.
     """
     try:
         with open_regular(path) as file:
-            _refuse_hostile(path, file)
+            _refuse_hostile(path, file, limits or LimitsConfig())
             kind, family = _detect(path, file)
             return family.genres(_load(path, kind, file, family.read_options), separator)
     except OSError as exc:
@@ -287,7 +292,8 @@ class FileTags:
     album: str | None = None
 
 
-def read_tags(path: StrPath, separator: str = "; ") -> FileTags:
+def read_tags(path: StrPath, separator: str = "; ",
+              limits: LimitsConfig | None = None) -> FileTags:
     """The genres, artist, title and album a file holds now (one parse).
 
     Raises:
@@ -295,7 +301,7 @@ def read_tags(path: StrPath, separator: str = "; ") -> FileTags:
     """
     try:
         with open_regular(path) as file:
-            _refuse_hostile(path, file)
+            _refuse_hostile(path, file, limits or LimitsConfig())
             kind, family = _detect(path, file)
             audio = _load(path, kind, file, family.read_options)
             return FileTags(family.genres(audio, separator), *(
@@ -329,7 +335,7 @@ def plan_genres(existing: Sequence[str], ours: Sequence[str], policy: str) -> li
 
 def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
                  score: float | None = None, temp: StrPath | None = None,
-                 expect: Snapshot | None = None) -> None:
+                 expect: Snapshot | None = None, limits: LimitsConfig | None = None) -> None:
     """Set the file's genres (and our score field if configured), changing nothing else.
 
     The genres are written as given, in order; an empty list removes them. With
@@ -337,28 +343,31 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
     is followed; a hard-linked file becomes a file of its own (the other names keep the old
     bytes: the pipeline refuses such files before calling this). ``temp`` names the copy to
     edit (recorded by the caller before it exists, so only that file is ever cleaned up);
-    ``expect`` refuses a file that is no longer that snapshot. The copy is renamed over the
-    original only if its audio packets hash exactly as the original's.
+    ``expect`` refuses a file that is no longer that snapshot; ``limits`` bounds the tags
+    parsed, as in :func:`read_genres`. The copy is renamed over the original only if its audio
+    packets hash exactly as the original's.
 
     Raises:
         TagWriteError: the file or its folder is read-only, the file is locked or changed
             meanwhile, the disk is full, or mutagen could not save; the file is left as it was.
-        DecodeError: the file is not a format we tag, or mutagen cannot parse it.
+        DecodeError: the file is not a format we tag, mutagen cannot parse it, or its tags are
+            beyond ``limits``.
         ValueError: a genre is empty or contains a NUL character.
     """
     wanted = [genre.strip() for genre in genres]
     if any(not genre or "\0" in genre for genre in wanted):
         raise ValueError(f"genres must be non-empty text without NUL characters: {wanted!r}")
+    limits = limits or LimitsConfig()
     with locked_original(path) as (target, original):
         if expect is not None and not expect.same_file(Snapshot.of(os.fstat(original.fileno()))):
             raise TagWriteError(path, "the file changed since it was analysed; not changed",
                                 transient=True)
-        _refuse_hostile(path, original)
+        _refuse_hostile(path, original, limits)
         kind, family = _detect(path, original)
         loaded = _load(path, kind, original, family.read_options)  # garbage fails here
         family.refuse(loaded, path)
         info = loaded.info
-        audio_hash = family.audio_fingerprint(path, target)
+        audio_hash = family.audio_fingerprint(path, target, limits)
 
         def edit(copy: Path) -> None:
             audio = _load(path, kind, copy, family.write_options)
@@ -370,7 +379,7 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
             except Exception as exc:  # mutagen wraps OSError (a full disk) in its own errors
                 raise TagWriteError(path, failure_reason(exc)) from exc
             _check_copy(path, kind, family, copy, wanted, config, info)
-            if family.audio_fingerprint(path, copy) != audio_hash:
+            if family.audio_fingerprint(path, copy, limits) != audio_hash:
                 raise TagWriteError(path, "the audio bytes would differ after saving (a tag "
                                           "layout mutagen cannot rewrite exactly); not changed")
 
@@ -379,10 +388,10 @@ def write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
 
 
 def try_write_genres(path: StrPath, genres: Sequence[str], config: TagConfig,
-                     score: float | None = None) -> bool:
+                     score: float | None = None, limits: LimitsConfig | None = None) -> bool:
     """:func:`write_genres` that logs a failure and returns False instead of raising."""
     try:
-        write_genres(path, genres, config, score)
+        write_genres(path, genres, config, score, limits=limits)
     except FileError as exc:
         log.warning("genres not written: %s", exc)
         return False
@@ -434,7 +443,7 @@ def _check_copy(path: StrPath, kind: type[mutagen.FileType], family: TagFamily, 
         raise TagWriteError(path, "the audio stream looked different after saving; not changed")
 
 
-def _refuse_hostile(path: StrPath, file: IO[bytes]) -> None:
+def _refuse_hostile(path: StrPath, file: IO[bytes], limits: LimitsConfig) -> None:
     """Refuse, before mutagen parses them, tags that would balloon or hang it (our own
     bounded header walk: see ``libtagger.analysis.precheck``).
 
@@ -442,20 +451,20 @@ def _refuse_hostile(path: StrPath, file: IO[bytes]) -> None:
         DecodeError: the tags are far beyond anything real.
     """
     size = os.fstat(file.fileno()).st_size
-    refusal = check_tags(file, size, LimitsConfig())  # type: ignore[arg-type]
+    refusal = check_tags(file, size, limits)  # type: ignore[arg-type]
     file.seek(0)
     if refusal:
         raise DecodeError(path, f"refused unread: {refusal}")
 
 
-def _audio_hash(path: StrPath, source: StrPath) -> str:
+def _audio_hash(path: StrPath, source: StrPath, limits: LimitsConfig) -> str:
     """The hash of a file's compressed audio packets (tags excluded).
 
     Raises:
         TagWriteError: the audio cannot be demuxed.
     """
     try:
-        with AudioFile(source, FrontEnd()) as audio:
+        with AudioFile(source, FrontEnd(), limits=limits) as audio:
             return audio.stream_hash()
     except DecodeError as exc:
         raise TagWriteError(path, f"cannot check the audio ({exc.reason}); not changed") from exc

@@ -48,8 +48,6 @@ class WorkerDied:
     """A task whose worker did not come back: why, in the user's words."""
 
     reason: str
-    retry: bool = False
-    """True when the cause lies outside the file (the run was stopped): try again later."""
 
 
 def _signal_name(exitcode: int | None) -> str:

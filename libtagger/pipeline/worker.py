@@ -172,7 +172,7 @@ def analyse(ref: TrackRef) -> Analysis:
         return Analysis(ref.path, before, identity, fmt, error=outcome.reason)
     tags, tag_error = None, None
     try:
-        tags = read_tags(ref.path, config.tags.separator)
+        tags = read_tags(ref.path, config.tags.separator, config.limits)
     except FileError as exc:
         tag_error = exc.reason
     return Analysis(ref.path, before, identity, fmt, result=outcome,
@@ -206,7 +206,7 @@ def identify(path: str) -> tuple[Snapshot, str] | None:
 def current_genres(path: str) -> list[str] | str:
     """The genres a file holds now, or the reason they cannot be read."""
     try:
-        return read_genres(path, _state.config.tags.separator)
+        return read_genres(path, _state.config.tags.separator, _state.config.limits)
     except FileError as exc:
         return exc.reason
 
@@ -241,11 +241,11 @@ def write(plan: WritePlan) -> WriteResult:
         if busy:
             return WriteResult("deferred", f"not written yet: {busy}")
         if plan.check_before:
-            found = read_genres(plan.path, config.tags.separator)
+            found = read_genres(plan.path, config.tags.separator, config.limits)
             if _key(found) != _key(plan.before):
                 return WriteResult("failed", "the file's genre changed meanwhile; not changed")
         write_genres(plan.path, plan.after, config.tags, score=plan.score, temp=plan.temp,
-                     expect=plan.snapshot)
+                     expect=plan.snapshot, limits=config.limits)
     except TagWriteError as exc:
         return WriteResult("deferred" if exc.transient else "failed", exc.reason)
     except FileError as exc:

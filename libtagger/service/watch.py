@@ -307,9 +307,8 @@ class Daemon:
             if isinstance(analysis, WorkerDied):
                 # The worker died on this file (a crash, a timeout, out of memory): it costs
                 # this file and this job only (each job has its own task); pebble has already
-                # replaced the worker.
-                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason,
-                                    transient=analysis.retry, busy=analysis.retry)
+                # replaced the worker. The death is the file's fault, so it is not transient.
+                analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
             if analysis.transient:
                 # Not the file's fault: the track stays pending with its error. A file still
                 # being written is waited for (not an attempt); anything else (a permission,
