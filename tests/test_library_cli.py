@@ -92,7 +92,9 @@ def test_show_and_stats(scanned):
     assert report["tracks"] == 3 and report["status"] == {"done": 3}
     assert sum(report["genres"].values()) == 3 == sum(report["confidence"].values())
     assert "top genre" in run(db, "stats")
-    assert "scan" in run(db, "runs")
+    listing = run(db, "runs").splitlines()
+    assert listing[0].split() == ["ID", "KIND", "STARTED", "STATUS", "COUNTS"]
+    assert "scan" in listing[1] and len(listing) == 2
 
 
 def test_undo_restores_and_skips_files_changed_since(tmp_path):

@@ -52,17 +52,18 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
     if not roots:
         raise click.UsageError("name a music folder (or set library.roots in the config)")
     library = existing_library_for(ctx, config) if dry_run else library_for(ctx, config)
-    with _ScanProgress() as progress:
-        try:
+    try:
+        # The bar is gone (it is transient) before a message prints: on a line of its own.
+        with _ScanProgress() as progress:
             summary = scan_library(
                 library, roots, config, jobs=jobs_for(jobs, config, os.cpu_count() or 1),
                 force=force, write=not no_write, dry_run=dry_run, progress=progress.update,
                 rewrite_undone=rewrite_undone,
                 scheduler=config.cluster.scheduler if scheduler is None else scheduler,
             )
-        except KeyboardInterrupt:
-            click.echo("interrupted: what was done is saved; run the scan again to resume", err=True)
-            sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was done is saved; run the scan again to resume", err=True)
+        sys.exit(130)
     if dry_run:
         for o in summary.outcomes:
             click.echo(f"{display_path(o.path)}: {_would(o)}")
@@ -112,6 +113,11 @@ def write_command(ctx: click.Context, terms: tuple[str, ...], policy: str | None
         sys.exit(EXIT_FILE_FAILURES)
 
 
+PHASES = {"start": "starting workers, loading models", "walk": "finding files",
+          "classify": "classifying"}
+"""What the progress bar says in each phase of a scan."""
+
+
 class _ScanProgress:
     """A rich progress bar on stderr: files found while walking, then tracks classified."""
 
@@ -142,8 +148,10 @@ class _ScanProgress:
 
     def update(self, phase: str, done: int, total: int) -> None:
         if phase not in self._tasks:
-            label = "finding files" if phase == "walk" else "classifying"
-            self._tasks[phase] = self._progress.add_task(label, total=total or None, rate="")
+            for earlier in self._tasks.values():  # one line: what is happening now
+                self._progress.update(earlier, visible=False)
+            self._tasks[phase] = self._progress.add_task(PHASES.get(phase, phase),
+                                                         total=total or None, rate="")
         task = self._tasks[phase]
         self._progress.update(task, completed=done, total=total or None)
         speed = self._progress.tasks[task].speed
@@ -277,7 +285,8 @@ _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "js
 @click.argument("terms", nargs=-1)
 @_FORMAT
 @click.option("--sort", default="path", show_default=True,
-              help="path, score, added, classified or genre; a leading - reverses it.")
+              help="path (A to Z), score (highest first), added or classified (newest first), "
+                   "genre (A to Z); a leading - reverses it.")
 @click.option("--limit", type=ROW_LIMIT, help="At most this many tracks.")
 @click.pass_context
 def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit: int | None) -> None:
@@ -417,13 +426,16 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
 @click.pass_context
 def runs(ctx: click.Context, limit: int) -> None:
-    """The latest scans, with their counts (for `undo --run ID`)."""
+    """The latest scans, with their counts (for `undo --run ID`), newest first.
+
+    Dry runs are not listed: they change nothing, not even the database."""
     from sqlalchemy import select
 
     from libtagger.library.db import Run
 
     config = config_for(ctx)
     library = library_for(ctx, config)
+    click.echo(f"{'ID':>5}  {'KIND':<6} {'STARTED':<16}  {'STATUS':<11} COUNTS")
     with library.reader() as session:
         for run in session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)):
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v)

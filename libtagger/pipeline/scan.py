@@ -310,6 +310,8 @@ def scan_library(
     head = None
     if library is not None and config.personal.mode != "off":
         head = active_head(library, name)
+    if progress:
+        progress("start", 0, 0)
     with make_runner(config, jobs, head, models=not scheduler) as runner, \
             _analyser(config, scheduler, jobs, head, runner) as analyser:
         if dry_run:
