@@ -424,13 +424,18 @@ def _check_tags(t: TagConfig, where: str) -> None:
         raise ConfigError(f"{where}tags.separator must not be empty")
 
 
+def _split_section(cls: type, raw: Any, name: str, inner: str, where: str) -> tuple[Any, Any]:
+    """A section with a table of its own under key ``inner``: (the rest, built; that table)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}[{name}] must be a table")
+    rest = dict(raw)
+    table = rest.pop(inner, None)
+    return _section(cls, rest, name, where), table
+
+
 def _library(raw: Any, where: str) -> LibraryConfig:
     """[library], whose ``path_map`` is a table of "library path" = "path on this machine"."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}[library] must be a table")
-    raw = dict(raw)
-    path_map = raw.pop("path_map", None)
-    section = _section(LibraryConfig, raw, "library", where)
+    section, path_map = _split_section(LibraryConfig, raw, "library", "path_map", where)
     if path_map is None:
         return section
     if not isinstance(path_map, dict) or not all(
@@ -447,11 +452,7 @@ def _library(raw: Any, where: str) -> LibraryConfig:
 
 def _personal(raw: Any, where: str) -> PersonalConfig:
     """[personal], whose ``aliases`` is a table of name = [other spellings]."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}[personal] must be a table")
-    raw = dict(raw)
-    aliases = raw.pop("aliases", None)
-    section = _section(PersonalConfig, raw, "personal", where)
+    section, aliases = _split_section(PersonalConfig, raw, "personal", "aliases", where)
     if section.mode not in PERSONAL_MODES:
         raise ConfigError(f"{where}personal.mode must be one of {', '.join(PERSONAL_MODES)}")
     if not 0.0 <= section.min_probability <= 1.0:
