@@ -130,3 +130,18 @@ def test_a_huge_worker_count_is_a_usage_error(tmp_path, command, message):
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "lib.db").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", [["models"], ["query"], ["export"], ["stats"], ["--help"],
+                                     ["--version"], ["query", "--help"]])
+def test_output_to_a_full_disk_is_one_line(database, command):
+    # Regression: every command printing to a full disk ended in an OSError traceback.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from libtagger.cli import main; main()",
+             "--db", str(database), *command],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "libtagger: error: cannot write the output (No space left on " \
+                          "device)\n", proc.stderr
