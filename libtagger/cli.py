@@ -141,7 +141,9 @@ def main(ctx: click.Context, config_path: str | None, database: str | None, verb
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+# readable=False: an unreadable file is reported with the others' results (the worker says
+# why), not refused as a usage error that stops every file.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")
 @click.option("--windows", is_flag=True, help="Classify every window and show the timeline.")
 @click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
