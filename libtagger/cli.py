@@ -10,6 +10,7 @@ Exit codes: 0 all went well; 1 some files failed (each reported, the rest done);
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -57,6 +58,38 @@ class _Commands(click.Group):
             url = (ctx.obj or {}).get("database_url")
             click.echo(f"libtagger: error: {database_problem(url, exc)}", err=True)
             ctx.exit(EXIT_FATAL)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Click's main, plus: the output itself failing (a full disk) is one line, exit 2.
+
+        Here rather than in :meth:`invoke`, so that ``--help`` and ``--version`` (printed
+        while the arguments are parsed) are covered too.
+        """
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            # Click ends a closed pipe quietly (exit 1). Writing the output to a full disk
+            # fails with no file name (every file we open names itself). Any other OSError
+            # that gets this far is a bug to be seen.
+            if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            _drop_output()
+            click.echo(f"libtagger: error: cannot write the output ({exc.strerror or exc})",
+                       err=True)
+            sys.exit(EXIT_FATAL)
+
+
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _drop_output() -> None:
+    """Point stdout at /dev/null, so that the exit's own flush of what is left cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's captured output)
+        pass
 
 
 def _expand(paths: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -109,7 +142,9 @@ def main(ctx: click.Context, config_path: str | None, database: str | None, verb
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+# readable=False: an unreadable file is reported with the others' results (the worker says
+# why), not refused as a usage error that stops every file.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")
 @click.option("--windows", is_flag=True, help="Classify every window and show the timeline.")
 @click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")

@@ -90,27 +90,45 @@ def test_a_locked_database_ends_a_scan_with_one_clear_line(runner, database, tmp
 def test_classify_reports_a_bad_path_and_classifies_the_rest(runner, tmp_path):
     good = [audiogen.write(tmp_path / "a.mp3", audiogen.music(4.0)),
             audiogen.write(tmp_path / "b.flac", audiogen.music(4.0, seed=1))]
-    unreadable = tmp_path / "unreadable.mp3"
-    unreadable.write_bytes(good[0].read_bytes())
-    unreadable.chmod(0)
-    closed = tmp_path / "closed"
-    closed.mkdir()
-    audiogen.write(closed / "inside.mp3", audiogen.music(4.0, seed=2))
-    closed.chmod(0)
-    try:
-        result = runner.invoke(main, [
-            "classify", "--jobs", "1", str(good[0]), str(tmp_path / "missing.mp3"),
-            str(unreadable), str(good[0] / "under-a-file.mp3"), str(closed), str(good[1])])
-    finally:
-        closed.chmod(0o755)
+    result = runner.invoke(main, [
+        "classify", "--jobs", "1", str(good[0]), str(tmp_path / "missing.mp3"),
+        str(good[0] / "under-a-file.mp3"), str(good[1])])
     output = _one_line_error(result, exit_code=1)
     for path in good:
         assert f"{path}\t" in output
     assert f"error: {tmp_path / 'missing.mp3'}: cannot open: No such file" in output
     assert f"error: {good[0] / 'under-a-file.mp3'}: cannot open: Not a directory" in output
-    if os.geteuid() != 0:  # root reads anything
-        assert f"error: {unreadable}: cannot open: Permission denied" in output
-        assert f"error: {closed}: cannot read folder (Permission denied)" in output
+
+
+def test_classify_reports_an_unreadable_file_and_folder_and_classifies_the_rest():
+    # As uid 65534: root reads anything. Regression: click refused the unreadable file as a
+    # usage error (exit 2), so nothing was classified, not even the readable file.
+    import shutil
+
+    from unprivileged import run_as_nobody, shared_folder
+
+    home = shared_folder()
+    try:
+        config = home / "config.toml"
+        config.write_text("[library]\nsettle_seconds = 0\n")
+        good = audiogen.write(home / "a.mp3", audiogen.music(4.0))
+        unreadable = home / "unreadable.mp3"
+        unreadable.write_bytes(good.read_bytes())
+        unreadable.chmod(0)
+        closed = home / "closed"
+        closed.mkdir()
+        audiogen.write(closed / "inside.mp3", audiogen.music(4.0, seed=2))
+        closed.chmod(0)
+        result = run_as_nobody(["classify", "--jobs", "1", str(good), str(unreadable),
+                                str(closed)], home, config, timeout=120)
+    finally:
+        (home / "closed").chmod(0o755)
+        shutil.rmtree(home)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert f"{good}\t" in result.stdout
+    assert f"error: {unreadable}: cannot open: Permission denied" in result.stderr
+    assert f"error: {closed}: cannot read folder (Permission denied)" in result.stderr
 
 
 @pytest.mark.parametrize(("command", "message"), [
@@ -130,3 +148,18 @@ def test_a_huge_worker_count_is_a_usage_error(tmp_path, command, message):
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "lib.db").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", [["models"], ["query"], ["export"], ["stats"], ["--help"],
+                                     ["--version"], ["query", "--help"]])
+def test_output_to_a_full_disk_is_one_line(database, command):
+    # Regression: every command printing to a full disk ended in an OSError traceback.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from libtagger.cli import main; main()",
+             "--db", str(database), *command],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "libtagger: error: cannot write the output (No space left on " \
+                          "device)\n", proc.stderr
