@@ -146,6 +146,8 @@ def test_files_landing_are_classified_and_tagged(tmp_path, watcher, songs):
              == [(4,)], 30, "all four tags to be written")
     for path in expected:
         assert read_genres(path), path
+        # The log says what really landed in each file.
+        assert f"{path}: " in w.output() and f"wrote {'; '.join(read_genres(path))}" in w.output()
     assert w.stop() == 0
 
 
@@ -181,6 +183,7 @@ def test_moves_renames_deletes_and_folders(tmp_path, watcher, songs):
     os.rename(song, renamed)
     wait_for(lambda: str(renamed) in done_paths(w.db), 30, "the rename to be followed")
     assert rows(w.db, "SELECT created_at FROM classifications") == [classified_at]
+    wait_for(lambda: f"moved: {song} -> {renamed}" in w.output(), 10, "the move in the log")
 
     outside = tmp_path / "Incoming" / "Some Album"
     outside.mkdir(parents=True)
@@ -193,6 +196,8 @@ def test_moves_renames_deletes_and_folders(tmp_path, watcher, songs):
     renamed.unlink()
     wait_for(lambda: rows(w.db, "SELECT status FROM tracks WHERE path = ?",
                           os.fsencode(renamed)) == [("missing",)], 30, "the delete")
+    wait_for(lambda: f"deleted: {renamed} (1 track marked missing" in w.output(), 10,
+             "the delete in the log")
     assert rows(w.db, "SELECT count(*) FROM classifications") == [(3,)]  # history kept
     assert w.stop() == 0
 

@@ -30,7 +30,7 @@ from libtagger.pipeline.track import (
     Analysis,
     Outcome,
     TrackRef,
-    apply_tag_write,
+    write_outcome,
     decide,
     describe,
     last_write,
@@ -368,11 +368,7 @@ def _process(library: Library, runner: Runner[Any, Any], analyser: Analyser, con
             analysis = Analysis(ref.path, ref.snapshot, error=analysis.reason)
         outcome, plan = record(library, ref, analysis, config, summary.run_id, write,
                                rewrite_undone=rewrite_undone)
-        if plan is not None:
-            result = apply_tag_write(library, runner, plan)
-            outcome.write, outcome.write_error = result.state, result.error
-            if result.state == "written":
-                outcome.after = plan.after
+        write_outcome(library, runner, outcome, plan)
         _count(summary, outcome)
         log.info("%s: %s", display_path(ref.path), describe(outcome))
         if progress:

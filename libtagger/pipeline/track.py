@@ -276,6 +276,17 @@ def apply_tag_write(library: Library, runner: Runner[Any, Any], plan: WritePlan)
     return result
 
 
+def write_outcome(library: Library, runner: Runner[Any, Any], outcome: Outcome,
+                  plan: WritePlan | None) -> Outcome:
+    """Apply a recorded track's planned write (if any) and note on its outcome how it ended."""
+    if plan is not None:
+        result = apply_tag_write(library, runner, plan)
+        outcome.write, outcome.write_error = result.state, result.error
+        if result.state == "written":
+            outcome.after = plan.after
+    return outcome
+
+
 def write_plan(library: Library, write_id: int, check_before: bool = True) -> WritePlan:
     """The :class:`WritePlan` of a recorded write (undo and reconcile apply these)."""
     with library.session() as session:

@@ -44,7 +44,7 @@ from libtagger.service.observe import RootWatch
 from libtagger.library.guards import inside_roots
 from libtagger.pipeline import worker
 from libtagger.pipeline.runner import WorkerDied
-from libtagger.pipeline.track import Analysis, TrackRef, apply_tag_write, record
+from libtagger.pipeline.track import Analysis, TrackRef, describe, record, write_outcome
 from libtagger.pipeline.track import reconcile_planned_writes
 from libtagger.service.queue import (
     ClaimedJob,
@@ -326,17 +326,11 @@ class Daemon:
                 continue
             outcome, plan = record(self.library, ref, analysis, self.config, self._run_id,
                                    on_commit=lambda session, j=job.id: mark_done(session, j))
-            if plan is not None:
-                result = apply_tag_write(self.library, self._pool, plan)
-                outcome.write, outcome.write_error = result.state, result.error
+            write_outcome(self.library, self._pool, outcome, plan)
             if outcome.status == "done":
                 self.counters.processed += 1
-                written = {"written": f" (wrote {'; '.join(plan.after)})" if plan else "",
-                           "none": ""}.get(outcome.write, f" (tag {outcome.write}"
-                                           + (f": {outcome.write_error})" if outcome.write_error
-                                              else ")"))
-                log.info("%s: %s%s", display_path(outcome.path), ", ".join(outcome.genres[:3]),
-                         written)
+                # What really happened to the file, as the scan logs it.
+                log.info("%s: %s", display_path(outcome.path), describe(outcome))
             else:
                 self.counters.failed += 1
                 log.warning("%s: %s", display_path(outcome.path), outcome.error)
@@ -357,8 +351,7 @@ class Daemon:
                 if not self._outside(job):
                     self._plan(job, [job.path])
             elif job.kind == "gone":
-                self.counters.missing += mark_missing(self.library, job.path)
-                finish(self.library, job.id)
+                self._gone(job)
             elif job.kind == "move":
                 self._move_job(job)
         except LibtaggerError as exc:
@@ -368,6 +361,15 @@ class Daemon:
             log.exception("job %d (%s %s) failed", job.id, job.kind, display_path(job.path))
             fail(self.library, job.id, f"{type(exc).__name__}: {exc}",
                  self.config.watch.max_attempts, self.config.watch.backoff_seconds)
+
+    def _gone(self, job: ClaimedJob) -> None:
+        """A file or folder deleted from the library: its tracks are kept, marked missing."""
+        missing = mark_missing(self.library, job.path)
+        self.counters.missing += missing
+        if missing:
+            log.info("deleted: %s (%d track%s marked missing, history kept)",
+                     display_path(job.path), missing, "s"[:missing != 1])
+        finish(self.library, job.id)
 
     def _outside(self, job: ClaimedJob) -> bool:
         """Refuse a path outside the roots or reached through a symlink; finish its job."""
@@ -384,8 +386,7 @@ class Daemon:
         try:
             stat = os.lstat(job.path)
         except FileNotFoundError:
-            self.counters.missing += mark_missing(self.library, job.path)
-            finish(self.library, job.id)
+            self._gone(job)
             return
         # Settled? A file still being copied keeps changing its mtime.
         age = time.time() - stat.st_mtime
@@ -427,6 +428,9 @@ class Daemon:
             return
         moved = move_tracks(self.library, job.path, job.dest)
         self.counters.moved += moved
+        if moved:
+            log.info("moved: %s -> %s (%d track%s, genres and history kept)",
+                     display_path(job.path), display_path(job.dest), moved, "s"[:moved != 1])
         if not moved:  # moved in from outside the library (or unknown): new to us
             kind = "folder" if os.path.isdir(job.dest) else "file"
             enqueue(self.library, kind, job.dest)
