@@ -9,6 +9,7 @@ Exit codes: 0 all went well; 1 some files failed (each reported, the rest done);
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
 import json
@@ -29,6 +30,7 @@ from libtagger.commands.common import (
     default_jobs,
     format_time,
     library_for,
+    output_format,
     setup_logging,
 )
 from libtagger.commands.library import db, export, query, runs, scan, show, stats, undo
@@ -145,7 +147,7 @@ def main(ctx: click.Context, config_path: str | None, database: str | None, verb
 # readable=False: an unreadable file is reported with the others' results (the worker says
 # why), not refused as a usage error that stops every file.
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")
+@output_format()
 @click.option("--windows", is_flag=True, help="Classify every window and show the timeline.")
 @click.option("--jobs", "-j", type=JOBS, help="Worker processes (default: one per core).")
 @click.option("--model", "models", multiple=True, help="Model to use (repeat to combine); overrides config.")
@@ -154,28 +156,39 @@ def main(ctx: click.Context, config_path: str | None, database: str | None, verb
 def classify(
     ctx: click.Context,
     paths: tuple[str, ...],
-    as_json: bool,
+    fmt: str,
     windows: bool,
     jobs: int | None,
     models: tuple[str, ...],
     top: int | None,
 ) -> None:
-    """Print the genres of audio files (folders are searched for audio)."""
+    """Print the genres of audio files (folders are searched for audio).
+
+    --format json prints one JSON object per file as each is done (JSON Lines)."""
     from libtagger.analysis.classify import Failure
     from libtagger.pipeline.batch import classify_many
+    from libtagger.query.listing import csv_row
 
     config = config_for(ctx, models, top)
     files, unreadable = _expand(paths)
     failed = len(unreadable)
     for folder, reason in unreadable:
         click.echo(f"error: {display_path(folder)}: cannot read folder ({reason})", err=True)
+    rows = None
+    if fmt == "csv":
+        rows = csv.DictWriter(sys.stdout, CLASSIFY_COLUMNS, lineterminator="\n",
+                              extrasaction="ignore")
+        rows.writeheader()
     for result in classify_many(files, config, jobs or default_jobs(len(files)), windows):
         if isinstance(result, Failure):
             failed += 1
             click.echo(f"error: {display_path(result.path)}: {result.reason}", err=True)
             continue
-        if as_json:
+        if fmt == "json":
             click.echo(json.dumps(result.to_dict(timeline=windows), ensure_ascii=False))
+            continue
+        if rows is not None:
+            rows.writerow(csv_row(_classify_row(result)))
             continue
         genres = ", ".join(f"{g.genre} {g.score:.2f}" for g in result.genres)
         if result.silent:
@@ -196,6 +209,20 @@ def classify(
         folders = f" and {len(unreadable)} unreadable folders" if unreadable else ""
         click.echo(f"{failed - len(unreadable)} of {len(files)} files failed{folders}", err=True)
         sys.exit(EXIT_FILE_FAILURES)
+
+
+CLASSIFY_COLUMNS = ("path", "genre", "score", "confidence", "genres", "writes", "reason",
+                    "duration", "windows", "voting_windows", "model", "path_bytes")
+
+
+def _classify_row(result: Any) -> dict[str, Any]:
+    """One classified file as a CSV row (``--format csv``)."""
+    record = result.to_dict()
+    top = record["genres"][0] if record["genres"] else {}
+    decision = record.get("decision") or {}
+    return {**record, "genre": top.get("genre"), "score": top.get("score"),
+            "confidence": top.get("confidence"), "writes": "; ".join(decision.get("genres") or []),
+            "reason": decision.get("reason"), "path": result.path}
 
 
 @main.command()
@@ -262,14 +289,26 @@ def evaluate(
 
 @main.command()
 @click.option("--tags", is_flag=True, help="Also list every tag each model outputs.")
-def models(tags: bool) -> None:
+@output_format()
+def models(tags: bool, fmt: str) -> None:
     """List the shipped models with their licence and published accuracy."""
     from libtagger.analysis.model import ModelInfo, model_path, shipped_models, tflite_runtime
+    from libtagger.query.listing import write_records
 
+    infos = [ModelInfo.from_sidecar(json.loads(model_path(name).with_suffix(".json")
+                                               .read_text(encoding="utf-8")), name)
+             for name in shipped_models()]
+    if fmt != "table":
+        records = [{"name": i.name, "tags": len(i.labels), "embedding_dim": i.embedding_dim,
+                    "accuracy": i.accuracy, "dataset": i.dataset, "licence": i.licence,
+                    **({"labels": list(i.labels) if fmt == "json" else "; ".join(i.labels)}
+                       if tags else {})}
+                   for i in infos]
+        write_records(records, fmt, sys.stdout, list(records[0]) if records else ["name"],
+                      [], lambda r: [])
+        return
     click.echo(f"TFLite runtime: {tflite_runtime()[0]}")
-    for name in shipped_models():
-        data = json.loads(model_path(name).with_suffix(".json").read_text(encoding="utf-8"))
-        info = ModelInfo.from_sidecar(data, name)
+    for info in infos:
         click.echo(
             f"{info.name:<12} {len(info.labels)} tags, {info.embedding_dim}-d embeddings, "
             f"{info.accuracy} on {info.dataset}; licence {info.licence}"

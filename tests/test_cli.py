@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -53,6 +55,17 @@ def test_json_lines_have_the_documented_fields(runner, audio_dir):
         assert rest == sorted(rest, reverse=True) and 1 <= len(r["genres"]) <= 3
         assert all(set(g) == {"genre", "score", "confidence"} for g in r["genres"])
         assert "timeline" not in r
+    # --format csv: the same results, one row per file under a header.
+    result = runner.invoke(main, ["classify", "--format", "csv", "--jobs", "1", *files])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["path"] for r in rows] == files
+    for row, r in zip(rows, records, strict=True):
+        assert row["genre"] == r["genres"][0]["genre"]
+        assert float(row["score"]) == pytest.approx(r["genres"][0]["score"])
+        assert row["genres"] == "; ".join(g["genre"] for g in r["genres"])
+        assert row["writes"] == "; ".join(r["decision"]["genres"])
+        assert row["reason"] == r["decision"]["reason"] and row["path_bytes"] == ""
 
 
 def test_windows_flag_adds_the_timeline(runner, long_mp3):

@@ -138,3 +138,42 @@ def test_undo_by_run(tmp_path):
     assert read_genres(song) == []
     usage = CliRunner().invoke(main, ["--db", str(db), "undo"])
     assert usage.exit_code == 2
+
+
+LISTINGS = {  # command -> what a record must hold in every format
+    "query": "path", "export": "path", "show-dir": "path", "similar": "path", "runs": "id",
+    "models": "name",
+}
+
+
+def test_every_command_spells_machine_output_the_same_way(scanned):
+    """--format table|csv|json everywhere, --json its alias; listings are a JSON list or CSV
+    rows under a header, reports a JSON object or field,value rows."""
+    root, db = scanned
+    track = str(root / "2024" / "a.flac")
+    argv = {"query": ["query"], "export": ["export"], "show-dir": ["show", str(root / "2024")],
+            "similar": ["similar", track], "runs": ["runs"], "models": ["models"],
+            "show": ["show", track], "stats": ["stats"], "status": ["status"]}
+    for name, args in argv.items():
+        as_json = run(db, *args, "--format", "json")
+        parsed, alias = json.loads(as_json), json.loads(run(db, *args, "--json"))
+        if name == "status":  # it says when it was asked
+            parsed.pop("now", None), alias.pop("now", None)
+        assert alias == parsed, name
+        table = run(db, *args, "--format", "table")
+        assert table.strip() and not table.lstrip().startswith(("[", "{")), name
+        rows = list(csv.DictReader(io.StringIO(run(db, *args, "--format", "csv"))))
+        assert rows, name
+        if name in LISTINGS:
+            key = LISTINGS[name]
+            assert isinstance(parsed, list) and parsed and all(key in r for r in parsed), name
+            assert [r[key] for r in rows] == [str(r[key]) for r in parsed], name
+        elif name == "show":  # one track: the whole record, or the row query would print
+            assert parsed["path"] == track and [r["path"] for r in rows] == [track]
+        else:
+            assert isinstance(parsed, dict) and list(rows[0]) == ["field", "value"], name
+    fields = {r["field"]: r["value"] for r in csv.DictReader(io.StringIO(
+        run(db, "stats", "--format", "csv")))}
+    assert fields["tracks"] == "3" and fields["status.done"] == "3"
+    clash = CliRunner().invoke(main, ["--db", str(db), "query", "--json", "--format", "csv"])
+    assert clash.exit_code == 2 and "disagree" in clash.stderr

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from libtagger.library.db import Classification, GenreRow, Library, Track
-from libtagger.query.listing import track_rows, write_rows
+from libtagger.query.listing import track_rows, write_report, write_rows
 from libtagger.query.language import (
     QueryError,
     build_filter,
@@ -567,3 +567,22 @@ def test_write_table_aligns_columns(genres_lib):
     assert [house[s:].split()[0] for s in starts] == ["House", "0.70", "0.90", "done"]
     todo = next(line for line in lines if line.startswith("/m/todo.mp3"))
     assert todo[starts[3]:] == "pending"
+
+
+def test_a_report_keeps_the_path_convention_in_json_and_csv():
+    """stats and status: nested reports; their paths are written as listings write them."""
+    report = {"tracks": 2, "status": {"done": 1, "failed": 1}, "genres": {},
+              "failures": [{"path": LATIN1, "error": "cannot decode"}]}
+    out = io.StringIO()
+    write_report(report, "json", out)
+    out.getvalue().encode("utf-8")  # no lone surrogates
+    (failure,) = json.loads(out.getvalue())["failures"]
+    assert failure["path"] == "/m/caf\ufffd/x.mp3" and failure["error"] == "cannot decode"
+    assert base64.b64decode(failure["path_bytes"]) == os.fsencode(LATIN1)
+    out = io.StringIO()
+    write_report(report, "csv", out)
+    fields = {r["field"]: r["value"] for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    assert fields == {"tracks": "2", "status.done": "1", "status.failed": "1",
+                      "failures.0.path": "/m/caf\ufffd/x.mp3",
+                      "failures.0.error": "cannot decode",
+                      "failures.0.path_bytes": failure["path_bytes"]}

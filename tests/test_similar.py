@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from libtagger.library import similar
 from libtagger.cli import main
 from libtagger.library.db import Classification, GenreRow, Library, Track
+from libtagger.query.language import QueryError
 from libtagger.library.similar import (
     Neighbour,
     SimilarError,
@@ -216,8 +218,16 @@ def test_rows_json_and_table():
     assert lines[2].split() == ["/m/c.mp3", "-0.2500"]
     assert lines[1].index("0.9877") == lines[0].index("similarity")
 
-    with pytest.raises(SimilarError, match="csv"):
-        write_neighbours(rows, "csv", io.StringIO())
+    out = io.StringIO()
+    write_neighbours(rows, "csv", out)
+    parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert parsed[0] == {"path": "/m/b\ufffd.flac", "similarity": "0.98765", "genre": "Jazz",
+                         "score": "0.9123", "confidence": "0.5", "genres": "Jazz; Blues",
+                         "path_bytes": base64.b64encode(b"/m/b\xff.flac").decode()}
+    assert parsed[1]["genres"] == "" and parsed[1]["path_bytes"] == ""
+
+    with pytest.raises(QueryError, match="xml"):
+        write_neighbours(rows, "xml", io.StringIO())
 
 
 def test_a_copy_of_a_scanned_track_is_the_most_similar(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -21,6 +23,29 @@ JOBS = click.IntRange(min=1, max=MAX_JOBS)
 """--jobs: worker processes, bounded as ``library.jobs`` is (a pool of 10**20 never stops)."""
 TOP = click.IntRange(*INT_RANGES["classifier.top_k"])
 """--top: genres reported per file, bounded as ``classifier.top_k`` is."""
+
+
+OUTPUT_HELP = "table for people; csv or json for programs (see the README's Output formats)."
+
+
+def output_format(default: str = "table") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format table|csv|json`` with ``--json`` as its alias: every command spells machine
+    output the same way. The command receives the chosen format as ``fmt``."""
+    from libtagger.query.listing import OUTPUT_FORMATS
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def chosen(*args: Any, fmt: str, as_json: bool, **kwargs: Any) -> Any:
+            if as_json and fmt not in (default, "json"):
+                raise click.UsageError(f"--json and --format {fmt} disagree: give one of them")
+            return command(*args, fmt="json" if as_json else fmt, **kwargs)
+
+        chosen = click.option("--json", "as_json", is_flag=True,
+                              help="Short for --format json.")(chosen)
+        return click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS),
+                            default=default, show_default=True, help=OUTPUT_HELP)(chosen)
+
+    return decorate
 
 
 def default_jobs(n_files: int) -> int:

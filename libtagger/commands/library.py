@@ -19,6 +19,7 @@ from libtagger.commands.common import (
     format_time,
     jobs_for,
     library_for,
+    output_format,
 )
 from libtagger.errors import display_path, path_fields
 
@@ -277,13 +278,9 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"{library.url}: schema {before or '(empty)'} -> {head_revision()}")
 
 
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
-                       default="table", show_default=True, help="Output format.")
-
-
 @click.command()
 @click.argument("terms", nargs=-1)
-@_FORMAT
+@output_format()
 @click.option("--sort", default="path", show_default=True,
               help="path (A to Z), score (highest first), added or classified (newest first), "
                    "genre (A to Z); a leading - reverses it.")
@@ -307,8 +304,7 @@ def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
-              show_default=True, help="Output format.")
+@output_format("json")
 @click.pass_context
 def export(ctx: click.Context, fmt: str) -> None:
     """Export the whole library to stdout: every track with its genres."""
@@ -317,22 +313,21 @@ def export(ctx: click.Context, fmt: str) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+@output_format()
 @click.pass_context
-def show(ctx: click.Context, path: str, as_json: bool) -> None:
+def show(ctx: click.Context, path: str, fmt: str) -> None:
     """Everything known about one track: genres, the decision and why, tags, history, and its
     timeline; for a folder, the list of its tracks."""
     from sqlalchemy import select
 
     from libtagger.library.db import TagWrite, Track
-    from libtagger.query.listing import track_rows
+    from libtagger.query.listing import track_rows, write_rows
 
     config = config_for(ctx)
     library = library_for(ctx, config)
     real = os.path.realpath(os.path.expanduser(path))
     if os.path.isdir(real):  # a folder: its tracks, as `query path:` lists them
         from libtagger.library.db import under_path
-        from libtagger.query.listing import write_rows
 
         with library.reader() as session:
             tracks = session.scalars(select(Track).where(under_path(Track.path, real))
@@ -340,7 +335,7 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
             rows = track_rows(tracks)
         if not rows:
             raise click.UsageError(f"no scanned tracks under {display_path(real)}")
-        write_rows(rows, "json" if as_json else "table", sys.stdout)
+        write_rows(rows, fmt, sys.stdout)
         return
     with library.reader() as session:
         track = session.scalars(select(Track).where(Track.path == real)).first()
@@ -366,8 +361,11 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
                 for w in writes
             ],
         )
-    if as_json:
+    if fmt == "json":  # the whole record; CSV is the row `query` would print
         click.echo(json.dumps({**row, **path_fields(row["path"])}, indent=2, ensure_ascii=False))
+        return
+    if fmt == "csv":
+        write_rows([row], "csv", sys.stdout)
         return
     click.echo(display_path(row["path"]))
     click.echo(f"  status     {row['status']}" + (f" ({row['last_error']})" if row["last_error"] else ""))
@@ -395,17 +393,19 @@ def show(ctx: click.Context, path: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@output_format()
 @click.pass_context
-def stats(ctx: click.Context, as_json: bool) -> None:
+def stats(ctx: click.Context, fmt: str) -> None:
     """Genre histogram, confidence distribution and failures of the library."""
     from libtagger.query.report import library_stats
 
     config = config_for(ctx)
     library = library_for(ctx, config)
     report = library_stats(library)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+    if fmt != "table":
+        from libtagger.query.listing import write_report
+
+        write_report(report, fmt, sys.stdout)
         return
     click.echo(f"tracks: {report['tracks']}  " + "  ".join(
         f"{status}: {n}" for status, n in report["status"].items()))
@@ -424,20 +424,31 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
+@output_format()
 @click.pass_context
-def runs(ctx: click.Context, limit: int) -> None:
+def runs(ctx: click.Context, limit: int, fmt: str) -> None:
     """The latest scans, with their counts (for `undo --run ID`), newest first.
 
     Dry runs are not listed: they change nothing, not even the database."""
     from sqlalchemy import select
 
     from libtagger.library.db import Run
+    from libtagger.query.listing import write_records
 
     config = config_for(ctx)
     library = library_for(ctx, config)
-    click.echo(f"{'ID':>5}  {'KIND':<6} {'STARTED':<16}  {'STATUS':<11} COUNTS")
     with library.reader() as session:
-        for run in session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)):
-            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v)
-            click.echo(f"{run.id:>5}  {run.kind:<6} {run.started_at:%Y-%m-%d %H:%M}  "
-                       f"{run.status:<11} {counts}")
+        rows = [{"id": run.id, "kind": run.kind, "status": run.status,
+                 "started_at": run.started_at.isoformat(),
+                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                 "counts": {k: v for k, v in run.counts.items() if v}}
+                for run in session.scalars(select(Run).order_by(Run.id.desc()).limit(limit))]
+    if fmt == "csv":
+        rows = [{**r, "counts": "; ".join(f"{k} {v}" for k, v in r["counts"].items())}
+                for r in rows]
+    write_records(rows, fmt, sys.stdout, RUN_COLUMNS, ("ID", "KIND", "STARTED", "STATUS", "COUNTS"),
+                  lambda r: [str(r["id"]), r["kind"], r["started_at"][:16].replace("T", " "),
+                             r["status"], ", ".join(f"{k} {v}" for k, v in r["counts"].items())])
+
+
+RUN_COLUMNS = ("id", "kind", "status", "started_at", "finished_at", "counts")

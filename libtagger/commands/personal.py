@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from libtagger.commands.common import ROW_LIMIT, config_for, library_for
+from libtagger.commands.common import ROW_LIMIT, config_for, library_for, output_format
 
 
 @click.command()
@@ -66,8 +66,7 @@ def learn(ctx: click.Context, roots: tuple[str, ...], out_dir: str, force: bool)
 @click.command()
 @click.argument("path", type=click.Path())
 @click.option("-n", "count", type=ROW_LIMIT, default=20, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@output_format()
 @click.pass_context
 def similar(ctx: click.Context, path: str, count: int, fmt: str) -> None:
     """The tracks that sound most like PATH (cosine similarity of CNN embeddings)."""

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 
 import click
 
-from libtagger.commands.common import JOBS, config_for, jobs_for, library_for, setup_logging
+from libtagger.commands.common import (
+    JOBS,
+    config_for,
+    jobs_for,
+    library_for,
+    output_format,
+    setup_logging,
+)
 from libtagger.errors import display_path
 
 
@@ -35,16 +41,18 @@ def watch(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, polling:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@output_format()
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, fmt: str) -> None:
     """What the watch daemon is doing: queue, work in hand, failures, last reconcile."""
     from libtagger.query.report import daemon_status
 
     config = config_for(ctx)
     report = daemon_status(library_for(ctx, config))
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+    if fmt != "table":
+        from libtagger.query.listing import write_report
+
+        write_report(report, fmt, sys.stdout)
         return
     daemon = report["daemon"]
     if daemon["running"]:

@@ -20,15 +20,13 @@ The head is a small ``.npz`` file of plain arrays (no pickle), recorded in the `
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
@@ -38,7 +36,7 @@ from libtagger.library.db import Head, Library, TagWrite, Track, utcnow
 from libtagger.analysis.head import PersonalHead
 from libtagger.errors import LearnError
 from libtagger.analysis.evaluate import Evaluation, score_predictions
-from libtagger.analysis.vote import GenreScore, normalise_genre
+from libtagger.analysis.vote import normalise_genre
 
 # A track needs at least this many windows to be a training example.
 MIN_WINDOWS = 1

@@ -24,10 +24,9 @@ from sqlalchemy import Connection, Select, func, select
 
 from libtagger.library.db import Classification, GenreRow, Library, Track
 from libtagger.errors import LibtaggerError, display_path
-from libtagger.query.listing import write_rows, write_table
+from libtagger.query.listing import write_records
 from libtagger.analysis.vote import GenreScore
 
-OUTPUT_FORMATS = ("table", "json")
 TABLE_COLUMNS = ("path", "similarity", "genre", "score", "confidence")
 VECTOR_DTYPE = np.dtype(np.float16)
 PARTITION = 4096  # candidate rows per read: 4 MB of float16 vectors, 8 MB as float32
@@ -103,24 +102,17 @@ def neighbour_rows(neighbours: Sequence[Neighbour]) -> list[dict[str, Any]]:
 
 
 def write_neighbours(rows: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
-    """Write :func:`neighbour_rows` records as ``table`` or ``json``.
+    """Write :func:`neighbour_rows` records as ``table``, ``csv`` or ``json``.
 
-    JSON is ``listing.write_rows``' (ASCII, undecodable path bytes as ``\\udcXX``); the table
-    shows the similarity to 4 places, score and confidence to 2, and bad path bytes as U+FFFD.
+    JSON and CSV write paths as every listing does (``listing.write_records``); the table
+    shows the similarity to 4 places, score and confidence to 2.
 
     Raises:
-        SimilarError: ``fmt`` is not one of :data:`OUTPUT_FORMATS`.
+        QueryError: ``fmt`` is not one of ``listing.OUTPUT_FORMATS``.
     """
-    if fmt == "json":
-        write_rows(rows, "json", stream)
-    elif fmt == "table":
-        write_table(TABLE_COLUMNS, [
-            [display_path(row["path"]), f"{row['similarity']:.4f}", row["genre"] or "",
-             _two_places(row["score"]), _two_places(row["confidence"])]
-            for row in rows
-        ], stream)
-    else:
-        raise SimilarError(f"unknown output format {fmt!r}: expected table or json")
+    write_records(rows, fmt, stream, (*TABLE_COLUMNS, "genres"), TABLE_COLUMNS, lambda row: [
+        display_path(row["path"]), f"{row['similarity']:.4f}", row["genre"] or "",
+        _two_places(row["score"]), _two_places(row["confidence"])])
 
 
 def _query_track(connection: Connection, real: str) -> _Query:

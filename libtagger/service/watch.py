@@ -33,7 +33,6 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from libtagger.config import Config, WatchConfig, load_config
@@ -44,7 +43,7 @@ from libtagger.service.observe import RootWatch
 from libtagger.library.guards import inside_roots
 from libtagger.pipeline import worker
 from libtagger.pipeline.runner import WorkerDied
-from libtagger.pipeline.track import Analysis, TrackRef, describe, record, write_outcome
+from libtagger.pipeline.track import Analysis, describe, record, write_outcome
 from libtagger.pipeline.track import reconcile_planned_writes
 from libtagger.service.queue import (
     ClaimedJob,
