@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import audiogen
@@ -82,6 +83,19 @@ def test_scan_takes_a_single_file(scanned):
     path, db = scanned
     code, out, _ = run(db, "scan", "--jobs", "1", "--force", str(path))
     assert code == 0 and "1 files:" in out and "classified 1" in out
+
+    # Regression: a named root that is no audio file scanned nothing and said nothing, exit 0.
+    fifo, text, link = (path.parent.parent / name for name in ("pipe.mp3", "notes.md", "l.flac"))
+    os.mkfifo(fifo)
+    text.write_text("not music")
+    link.symlink_to(path)
+    code, out, err = run(db, "scan", "--jobs", "1", "--force", str(path), str(fifo), "/dev/null",
+                         str(text), str(link))
+    assert code == 1 and "1 files:" in out and "classified 1" in out  # the song is still done
+    assert f"error: {fifo}: a named pipe, not a music file or folder" in err
+    assert "error: /dev/null: a device, not a music file or folder" in err
+    assert f"error: {text}: not an audio file" in err
+    assert f"error: {link}: a symlink, which libtagger never follows" in err
 
 
 def test_queries_answer_about_the_files_own_tags(tmp_path):

@@ -74,8 +74,10 @@ def scan(ctx: click.Context, roots: tuple[str, ...], jobs: int | None, dry_run: 
     for folder, reason in summary.unreadable:
         click.echo(f"warning: cannot read folder {display_path(folder)}: {reason}; its tracks "
                    "are kept as they were", err=True)
+    for root, reason in summary.refused:
+        click.echo(f"error: {display_path(root)}: {reason}; nothing scanned there", err=True)
     _print_summary(summary, dry_run)
-    if summary.failed or summary.write_failed:
+    if summary.failed or summary.write_failed or summary.refused:
         sys.exit(EXIT_FILE_FAILURES)
 
 

@@ -79,6 +79,8 @@ class ScanSummary:
     """Left for the next run: still being written, settling, or a transient error."""
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     """Folders that could not be read; their tracks were not taken for deleted."""
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """Roots named that are neither a folder nor an audio file, with the reason."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
@@ -237,7 +239,7 @@ def _walk(roots: list[str], summary: ScanSummary,
         if progress and len(found) % 500 == 0:
             progress("walk", len(found), 0)
     summary.found = len(found)
-    summary.unreadable = walk.unreadable
+    summary.unreadable, summary.refused = walk.unreadable, walk.refused
     return found, walk
 
 

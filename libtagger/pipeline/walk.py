@@ -93,6 +93,24 @@ class Walk:
 
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     """(folder, reason) for every folder that could not be listed."""
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """(root, reason) for every root named that is neither a folder nor an audio file."""
+
+
+_NOT_A_FILE = ((stat_module.S_ISFIFO, "a named pipe"), (stat_module.S_ISCHR, "a device"),
+               (stat_module.S_ISBLK, "a device"), (stat_module.S_ISSOCK, "a socket"))
+
+
+def _refusal(path: str, st: os.stat_result) -> str:
+    """Why a root that is not a folder was not scanned (it was named, so it is said)."""
+    if stat_module.S_ISLNK(st.st_mode):
+        return "a symlink, which libtagger never follows: name the file it points to"
+    for test, kind in _NOT_A_FILE:
+        if test(st.st_mode):
+            return f"{kind}, not a music file or folder"
+    if ignored_name(os.path.basename(path)):
+        return "not a track by its name (hidden, a partial download, or a non-audio ending)"
+    return "not an audio file (neither its name nor its first bytes are audio)"
 
 
 def walk_library(roots: Iterable[str], walk: Walk | None = None) -> Iterator[FoundFile]:
@@ -103,8 +121,9 @@ def walk_library(roots: Iterable[str], walk: Walk | None = None) -> Iterator[Fou
     walk = walk if walk is not None else Walk()
     seen_dirs: set[tuple[int, int]] = set()
     # A folder root may itself be a symlink (the user chose it); a file root never is followed.
-    stack = sorted({os.path.realpath(r) if os.path.isdir(r) else os.path.abspath(r)
-                    for r in map(os.path.expanduser, roots)}, reverse=True)
+    roots = {os.path.realpath(r) if os.path.isdir(r) else os.path.abspath(r)
+             for r in map(os.path.expanduser, roots)}
+    stack = sorted(roots, reverse=True)
     while stack:
         folder = stack.pop()
         try:
@@ -112,9 +131,12 @@ def walk_library(roots: Iterable[str], walk: Walk | None = None) -> Iterator[Fou
         except OSError as exc:
             walk.unreadable.append((folder, exc.strerror or str(exc)))
             continue
-        if stat_module.S_ISREG(st.st_mode):  # a single file given as a root
-            found = _found(folder, os.path.basename(folder), st)
-            if found is not None:
+        if folder in roots and not stat_module.S_ISDIR(st.st_mode):  # a file named as a root
+            found = _found(folder, os.path.basename(folder), st) if stat_module.S_ISREG(
+                st.st_mode) else None
+            if found is None:
+                walk.refused.append((folder, _refusal(folder, st)))
+            else:
                 yield found
             continue
         if not stat_module.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in seen_dirs:
