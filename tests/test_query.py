@@ -161,6 +161,10 @@ def test_tokens_follow_shell_quoting():
         ("genre:house OR OR x", r"OR must stand between two terms"),
         ("genre:house NOT", r"NOT must be followed by a term"),
         ('""', r"empty search word"),
+        # Regression: "expected Python int too large to convert to C int".
+        ("added:>99999999999999d", r'"added:>99999999999999d": expected an age the calendar '
+                                   r'holds \(at most 7[\d,]+ days\)'),
+        ("changed:>9999999w", r"expected an age the calendar holds"),
     ],
 )
 def test_errors_name_the_bad_term(query, needle):

@@ -166,7 +166,11 @@ def _moment_reader(now: datetime) -> Callable[[str], _Point]:
     def read(text: str) -> _Point:
         word = text.lower()
         if age := _AGE.fullmatch(word):
-            moment = _to_utc(now) - float(age.group(1)) * _AGE_UNITS[age.group(2)]
+            try:
+                moment = _to_utc(now) - float(age.group(1)) * _AGE_UNITS[age.group(2)]
+            except OverflowError:  # older than year 1, or past timedelta's range
+                oldest = (_to_utc(now) - datetime.min).days
+                raise ValueError(f"an age the calendar holds (at most {oldest:,} days)") from None
             return _Point(moment, (moment, False), None)
         if word in ("today", "yesterday"):
             return _day(today - timedelta(days=1 if word == "yesterday" else 0))
