@@ -21,6 +21,16 @@ from libtagger.analysis.classify import Classifier  # noqa: E402
 from libtagger.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def crash_free(result) -> None:
+    """A CliRunner result ended as the command meant to: exit codes only, no exception.
+
+    (The runner keeps an exception's traceback out of ``result.output``, so looking for
+    "Traceback" there can never fail.)
+    """
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{result.exception!r}\n{result.output}")
 DATA = Path(__file__).parent / "data"
 
 

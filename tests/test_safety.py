@@ -18,6 +18,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, select
 
+from conftest import crash_free
+
 from libtagger.cli import main
 from libtagger.library.db import Library, TagWrite, Track
 from libtagger.library.guards import Snapshot
@@ -38,7 +40,7 @@ def song(tmp_path_factory) -> Path:
 def scan(db: Path, *args: str, config: Path | None = None) -> tuple[int, str, str]:
     options = ["--config", str(config)] if config else []
     result = CliRunner().invoke(main, [*options, "--db", str(db), "scan", "--jobs", "1", *args])
-    assert "Traceback" not in result.output, result.output
+    crash_free(result)
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from conftest import crash_free
+
 from libtagger.cli import main
 from libtagger.library.db import Classification, Library, Run, TagWrite, Track
 from libtagger.library.tags import read_genres
@@ -48,7 +50,7 @@ def tmp_library(tmp_path, source_files) -> Path:
 
 def scan(db: Path, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, ["--db", str(db), "scan", "--jobs", "1", *args])
-    assert "Traceback" not in result.output, result.output
+    crash_free(result)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -307,4 +309,5 @@ def test_scan_query_and_stats_on_postgresql(tmp_library, pg_url):
     assert result.exit_code == 0, result.output
     assert [row["path"] for row in json.loads(result.stdout)] == [str(destination)]
     result = runner.invoke(main, ["--db", pg_url, "stats"])
-    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    crash_free(result)
+    assert result.exit_code == 0, result.output
