@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import shutil
 import signal
 import sqlite3
@@ -14,8 +17,6 @@ import audiogen
 from conftest import REPO
 
 from libtagger.library.safewrite import is_temp_file
-
-
 
 
 def done_count(db) -> int:
@@ -79,3 +80,59 @@ def test_kill_9_mid_scan_then_resume(tmp_path):
         assert audiogen.pcm_digest(path) == audio
     assert not [p for p in os.listdir(root) if is_temp_file(p)]
     shutil.rmtree(root)
+
+
+def _screen_line(raw: bytes, needle: bytes) -> str:
+    """The terminal line holding ``needle`` as it shows: escape codes dropped, and only what
+    was written after the line's last carriage return (an erased progress bar is gone)."""
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw)
+    line = next(line for line in text.split(b"\n") if needle in line)
+    return line.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode()  # the pty ends lines in \r\n
+
+
+def test_ctrl_c_in_a_terminal_says_so_on_its_own_line_and_the_next_scan_resumes(tmp_path):
+    """Ctrl-C at a terminal: the bar is erased, the message has its own line, exit 130; what
+    was stored stays, no file is damaged, and the next scan does the rest."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    files = [audiogen.write(root / f"t{i}.flac", audiogen.music(30.0, seed=300 + i))
+             for i in range(8)]
+    originals = {p: audiogen.pcm_digest(p) for p in files}
+    db = tmp_path / "lib.db"
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="100", TERM="xterm")
+    pid, terminal = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: the scan, on the pty as its terminal
+        os.execve(sys.executable, [sys.executable, "-m", "libtagger", "--db", str(db), "scan",
+                                   "--jobs", "1", str(root)], env)
+    output = b""
+    deadline = time.monotonic() + 120
+    while b"classifying" not in output or done_count(db) < 1:
+        assert time.monotonic() < deadline, output.decode(errors="replace")
+        if select.select([terminal], [], [], 0.1)[0]:
+            output += os.read(terminal, 65536)
+    os.write(terminal, b"\x03")  # Ctrl-C, typed: the terminal signals the whole foreground group
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the child is gone and the pty closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 130, output.decode(errors="replace")
+    message = b"interrupted: what was done is saved"
+    assert _screen_line(output, message).startswith(message.decode()), output
+    assert b"Traceback" not in output and b"KeyboardInterrupt" not in output, output
+    stored = done_count(db)
+    assert 1 <= stored < len(files)
+    for path, audio in originals.items():
+        assert audiogen.pcm_digest(path) == audio
+    final = start_scan(db, root)
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err.decode()
+    assert done_count(db) == len(files)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM classifications").fetchone()[0] == len(files)
+    assert not [p for p in os.listdir(root) if is_temp_file(p)]
