@@ -48,6 +48,7 @@ def test_query_by_genre_score_and_path(scanned):
     same = json.loads(run(db, "query", "--format", "json", f"genre:{top}"))
     assert {r["path"] for r in same} == {r["path"] for r in rows if r["genre"] == top or any(
         g["genre"] == top for g in r["genres"])}
+    assert {r["genre"] for r in same} == {top}  # each row shows the genre it matched
     none = json.loads(run(db, "query", "--format", "json", "score:>1"))
     assert none == []
     in_folder = json.loads(run(db, "query", "--format", "json", f"path:{root / '2024'}"))
@@ -55,7 +56,8 @@ def test_query_by_genre_score_and_path(scanned):
     either = json.loads(run(db, "query", "--format", "json", "format:mp3", "OR", "format:ogg"))
     assert sorted(Path(r["path"]).name for r in either) == ["b.mp3", "c.ogg"]
     table = run(db, "query", "added:>1d", "--sort", "-path")
-    assert table.splitlines()[0].split() == ["path", "genre", "score", "confidence", "status"]
+    assert table.splitlines()[0].split() == ["path", "genre", "rank", "score", "confidence",
+                                             "status"]
     lines = table.splitlines()[1:]  # reversed byte order: "2024/" sorts after "2024-old/"
     assert "b.mp3" in lines[0] and "c.ogg" in lines[-1] and len(lines) == 3
 

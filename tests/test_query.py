@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text
 from libtagger.library.db import Classification, GenreRow, Library, Track
 from libtagger.query.listing import track_rows, write_report, write_rows
 from libtagger.query.language import (
+    shown_genre,
     QueryError,
     build_filter,
     parse_query,
@@ -517,7 +518,7 @@ def test_track_rows_are_flat_json_ready_records(genres_lib):
     mix, todo = rows_for(genres_lib, "path:/m/mix.mp3 | status:pending")
     assert mix == {
         "path": "/m/mix.mp3", "format": "mp3", "duration": 200.0, "status": "done",
-        "genre": "Techno", "score": 0.8, "confidence": 0.7,
+        "genre": "Techno", "rank": 1, "score": 0.8, "confidence": 0.7,
         "genres": [{"genre": "Techno", "score": 0.8, "confidence": 0.7},
                    {"genre": "House", "score": 0.4, "confidence": 0.3}],
         "tag": None, "written": None, "artist": None, "title": None, "album": None,
@@ -525,7 +526,22 @@ def test_track_rows_are_flat_json_ready_records(genres_lib):
         "added_at": "2026-10-27T12:00:00+00:00", "last_error": None,
     }
     assert todo["genre"] is None and todo["genres"] == [] and todo["classified_at"] is None
+    assert todo["rank"] is None
     assert json.loads(json.dumps([mix, todo])) == [mix, todo]
+
+
+@BOTH
+def test_a_listing_shows_the_genre_the_query_asked_about(genres_lib):
+    """Regression: `genre:house` listed a track whose House is its second genre with its top
+    genre (Techno) beside it, as if it did not match."""
+    with genres_lib.session() as session:
+        for query, expected in (("genre:house", ("House", 2, 0.4)),
+                                ("genre:house score:>0.3 | genre:ambient", ("House", 2, 0.4)),
+                                ("path:/m/mix.mp3", ("Techno", 1, 0.8)),
+                                ("path:/m/mix.mp3 -genre:ambient", ("Techno", 1, 0.8))):
+            rows = track_rows(select_tracks(session, query, now=NOW), shown_genre(query))
+            assert [(r["genre"], r["rank"], r["score"]) for r in rows
+                    if r["path"] == "/m/mix.mp3"] == [expected], query
 
 
 def test_write_json_round_trips_even_non_utf8_paths(genres_lib):
@@ -563,14 +579,15 @@ def test_write_table_aligns_columns(genres_lib):
     out = io.StringIO()
     write_rows(rows_for(genres_lib, ""), "table", out)
     lines = out.getvalue().splitlines()
-    assert re.split(r"\s{2,}", lines[0]) == ["path", "genre", "score", "confidence", "status"]
+    assert re.split(r"\s{2,}", lines[0]) == ["path", "genre", "rank", "score", "confidence",
+                                             "status"]
     assert len(lines) == 6
-    starts = [lines[0].index(name) for name in ("genre", "score", "confidence", "status")]
+    starts = [lines[0].index(name) for name in ("genre", "rank", "score", "confidence", "status")]
     house = lines[1]
     assert house.startswith("/m/house.mp3")
-    assert [house[s:].split()[0] for s in starts] == ["House", "0.70", "0.90", "done"]
+    assert [house[s:].split()[0] for s in starts] == ["House", "1", "0.70", "0.90", "done"]
     todo = next(line for line in lines if line.startswith("/m/todo.mp3"))
-    assert todo[starts[3]:] == "pending"
+    assert todo[starts[4]:] == "pending"
 
 
 def test_a_report_keeps_the_path_convention_in_json_and_csv():

@@ -295,13 +295,15 @@ def query(ctx: click.Context, terms: tuple[str, ...], fmt: str, sort: str, limit
     duration, windows, added, changed, classified, error); -term negates; OR separates
     alternatives. See the README for the whole grammar.
     """
+    from libtagger.query.language import select_tracks, shown_genre
     from libtagger.query.listing import track_rows, write_rows
-    from libtagger.query.language import select_tracks
 
     config = config_for(ctx)
     library = library_for(ctx, config)
     with library.reader() as session:
-        rows = track_rows(select_tracks(session, " ".join(terms), order_by=sort, limit=limit))
+        text = " ".join(terms)
+        rows = track_rows(select_tracks(session, text, order_by=sort, limit=limit),
+                          shown_genre(text))
     write_rows(rows, fmt, sys.stdout)
 
 

@@ -506,6 +506,16 @@ def _ordering(order_by: str) -> list[Any]:
     return [first] if name == "path" else [first, Track.path]
 
 
+def shown_genre(text: str) -> Callable[[str], bool] | None:
+    """Which of a track's genres a listing should show for the query ``text``: those its
+    genre terms name (None when it names none: the top genre)."""
+    patterns = [t.value for g in parse_query(text).groups for t in g.terms
+                if t.field == "genre" and not t.negated]
+    if not patterns:
+        return None
+    return lambda name: any(p.fullmatch(normalise_genre(name)) for p in patterns)
+
+
 def select_tracks(
     session: Session,
     text: str,

@@ -14,14 +14,21 @@ from libtagger.errors import display_path, path_fields
 from libtagger.query.language import QueryError
 
 OUTPUT_FORMATS = ("table", "csv", "json")
-TABLE_COLUMNS = ("path", "genre", "score", "confidence", "status")
-CSV_COLUMNS = ("path", "format", "duration", "status", "genre", "score", "confidence", "genres",
+TABLE_COLUMNS = ("path", "genre", "rank", "score", "confidence", "status")
+CSV_COLUMNS = ("path", "format", "duration", "status", "genre", "rank", "score", "confidence",
+               "genres",
                "tag", "written", "artist", "title", "album", "model", "classified_at",
                "added_at", "last_error")
 
 
-def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
-    """Flat, JSON-ready records; ``path`` is exact (undecodable bytes as surrogate escapes)."""
+def track_rows(tracks: Iterable[Track],
+               shown: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+    """Flat, JSON-ready records; ``path`` is exact (undecodable bytes as surrogate escapes).
+
+    ``genre``, ``rank``, ``score`` and ``confidence`` are those of the track's top genre, or,
+    given ``shown`` (``language.shown_genre``: the genres a query asked about), of its best
+    genre that the query matched, so that a listing shows why each track is in it.
+    """
     rows = []
     for track in tracks:
         found = track.classification
@@ -29,13 +36,15 @@ def track_rows(tracks: Iterable[Track]) -> list[dict[str, Any]]:
             {"genre": g.genre, "score": round(g.score, 4), "confidence": round(g.confidence, 4)}
             for g in (found.genres if found else [])
         ]
-        top: dict[str, Any] = genres[0] if genres else {}
+        rank = next((i for i, g in enumerate(genres) if shown is None or shown(g["genre"])), 0)
+        top: dict[str, Any] = genres[rank] if genres else {}
         rows.append({
             "path": track.path,
             "format": track.format,
             "duration": None if track.duration is None else round(track.duration, 3),
             "status": track.status,
             "genre": top.get("genre"),
+            "rank": rank + 1 if genres else None,
             "score": top.get("score"),
             "confidence": top.get("confidence"),
             "genres": genres,
