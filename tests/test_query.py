@@ -24,6 +24,7 @@ from libtagger.library.db import Classification, GenreRow, Library, Track
 from libtagger.query.listing import track_rows, write_report, write_rows
 from libtagger.query.language import (
     shown_genre,
+    stored_genres,
     QueryError,
     build_filter,
     parse_query,
@@ -607,3 +608,26 @@ def test_a_report_keeps_the_path_convention_in_json_and_csv():
                       "failures.0.path": "/m/caf\ufffd/x.mp3",
                       "failures.0.error": "cannot decode",
                       "failures.0.path_bytes": failure["path_bytes"]}
+
+
+@BOTH
+def test_collecting_few_matches_first_changes_no_answer(genres_lib, monkeypatch):
+    """A genre condition that matches few tracks is collected first (a materialized CTE),
+    one that matches many is not; both ways give the same tracks in the same order."""
+    from libtagger.query import language
+
+    queries = ("genre:house", "genre:house score:>0.5", "genre:house | genre:rock rank:2",
+               "genre:*rock -genre:house", "genre:house confidence:<0.5 | format:flac",
+               "rank:1 score:<0.3")
+    orders = ("path", "-score")
+    collected = {(q, o): find(genres_lib, q, order_by=o) for q in queries for o in orders}
+    assert collected["genre:house", "path"] == ["/m/house.mp3", "/m/mix.mp3"]
+    monkeypatch.setattr(language, "FEW_MATCHES", 0)  # every condition "matches many"
+    assert {(q, o): find(genres_lib, q, order_by=o) for q in queries for o in orders} == collected
+
+
+@BOTH
+def test_stored_genres_are_every_distinct_name(genres_lib):
+    with genres_lib.session() as session:
+        names = stored_genres(session)  # in the database's collation
+        assert sorted(names) == ["Hard Rock", "Hip-Hop", "House", "Rock", "Techno"]
