@@ -22,7 +22,7 @@ classification, genre rows and embeddings). Then, on each backend:
 * **size** of the database on disk (the SQLite file; ``pg_database_size`` on PostgreSQL).
 
 PostgreSQL runs as a throw-away cluster in a temporary folder on a Unix socket (tests/pg.py,
-the one the tests use), with its default settings.
+the one the tests use), with PostgreSQL's default settings (fsync on, unlike the tests').
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def _postgres() -> Any:
     if bin_dir is None:
         log("PostgreSQL skipped: no initdb (apt-get install postgresql)")
         return None
-    return pg.PostgresServer(bin_dir).start()
+    return pg.PostgresServer(bin_dir).start(durable=True)
 
 
 if __name__ == "__main__":

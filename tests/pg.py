@@ -50,16 +50,18 @@ class PostgresServer:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"{args[0]} failed: {result.stderr.strip()}\n{log}")
 
-    def start(self) -> PostgresServer:
+    def start(self, durable: bool = False) -> PostgresServer:
+        """Start the cluster; ``durable`` keeps PostgreSQL's default settings (benchmarks),
+        otherwise fsync and its companions are off (tests: durability is not under test)."""
         if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self._user = ["runuser", "-u", "postgres", "--"]
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
-        # Durability is not under test here: no fsync makes creating databases cheap.
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off")
+        options = f"-k {self.socket_dir} -c listen_addresses=''"
+        if not durable:  # no fsync makes creating databases cheap
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                   "-o", options, "-w", "-t", "60", "start")
         self._admin(f"CREATE DATABASE {TEST_DATABASE}")
