@@ -56,12 +56,27 @@ def test_a_new_policy_is_applied_without_classifying_again(scanned):
     assert "wrote 0" in out and "1 kept" in out  # ours is there already: written once
 
 
+def tag_line(db: Path, path: Path) -> str:
+    """`show`'s line on what happened to the file's genre, and why."""
+    code, out, _ = run(db, "show", str(path))
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  tag ")]
+    assert json.loads(run(db, "show", "--json", str(path))[1])["tag_state"] == line[13:]
+    return line[13:]
+
+
 def test_an_undone_genre_is_not_written_again_unless_asked(scanned):
     path, db = scanned
+    assert tag_line(db, path) == ("not written: the file has its own genre (Polka) and the "
+                                  "policy is fill_empty (`libtagger write --policy replace` or "
+                                  "`append` changes that)")
+    assert "in file    genre Polka" in run(db, "show", str(path))[1]
     run(db, "write", "--policy", "replace")
     assert read_genres(path) == ["Electronic"]
+    assert tag_line(db, path).startswith("libtagger wrote Electronic on 20")
     code, out, _ = run(db, "undo", str(path))
     assert code == 0 and read_genres(path) == ["Polka"]
+    assert tag_line(db, path).startswith("not written again: you undid libtagger's genre")
     # Regression: scan --force wrote it straight back.
     code, out, _ = run(db, "scan", "--jobs", "1", "--force", "--policy", "replace",
                        str(path.parent))
@@ -70,6 +85,15 @@ def test_an_undone_genre_is_not_written_again_unless_asked(scanned):
     assert "you undid libtagger's genre" in out and read_genres(path) == ["Polka"]
     code, out, _ = run(db, "write", "--policy", "replace", "--rewrite-undone")
     assert "wrote Electronic" in out and read_genres(path) == ["Electronic"]
+
+
+def test_show_says_why_a_read_only_file_was_not_written(scanned):
+    path, db = scanned
+    path.chmod(0o444)
+    code, out, _ = run(db, "write", "--policy", "replace")
+    assert read_genres(path) == ["Polka"]
+    assert tag_line(db, path) == ("not written yet, left for the next scan: read-only file "
+                                  "(no write permission); not changed")
 
 
 def test_a_file_changed_since_classification_is_left_for_a_rescan(scanned):

@@ -365,6 +365,9 @@ def show(ctx: click.Context, path: str, fmt: str) -> None:
                 for w in writes
             ],
         )
+    from libtagger.query.explain import tag_state
+
+    row["tag_state"] = tag_state(row, row["tag_writes"], config.tags)
     if fmt == "json":  # the whole record; CSV is the row `query` would print
         click.echo(json.dumps({**row, **path_fields(row["path"])}, indent=2, ensure_ascii=False))
         return
@@ -374,6 +377,10 @@ def show(ctx: click.Context, path: str, fmt: str) -> None:
     click.echo(display_path(row["path"]))
     click.echo(f"  status     {row['status']}" + (f" ({row['last_error']})" if row["last_error"] else ""))
     click.echo(f"  format     {row['format'] or '?'}, {format_time(row['duration'])}")
+    in_file = [f"{k} {row[k]}" for k in ("artist", "title", "album") if row[k]]
+    click.echo("  in file    " + "; ".join([f"genre {row['tag'] or '(none)'}", *in_file])
+               + "  (as last scanned)")
+    click.echo(f"  tag        {row['tag_state']}")
     if found:
         click.echo(f"  model      {row['model']}, {row['windows']} windows "
                    f"({row['voting_windows']} voting), classified {row['classified_at']}")
