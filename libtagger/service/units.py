@@ -141,7 +141,6 @@ def unit_text(kind: str, exec_start: str, roots: Sequence[str], state_dir: str,
         lines.append("Description=libtagger: tag new music in your home with its genre")
     else:
         lines += ["Description=libtagger: tag new music with its genre"]
-    lines.append("Documentation=https://pypi.org/project/libtagger/")
     if kind == "system":
         lines.append("After=local-fs.target remote-fs.target")
     lines += ["", "[Service]", "Type=notify", "NotifyAccess=main"]
