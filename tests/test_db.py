@@ -213,3 +213,37 @@ def test_upgrade_backfills_track_vectors_from_window_embeddings(db_location):
     expected = np.array([2.0, 2.0 / 3.0]) / np.hypot(2.0, 2.0 / 3.0)  # the mean, normalised
     np.testing.assert_allclose(vector, expected, atol=1e-3)
     library.close()
+
+
+def test_upgrade_moves_personal_heads_from_files_into_the_database(db_location, tmp_path):
+    """0008: every machine sharing a database applies the same head, so it lives in it."""
+    import numpy as np
+
+    from libtagger.analysis.head import PersonalHead
+    from libtagger.library.personal import active_head, active_head_id
+
+    head = PersonalHead(["Mine", "Yours"], np.zeros(4, np.float32), np.ones(4, np.float32),
+                        np.ones((1, 4), np.float32), np.zeros(1, np.float32), "m",
+                        {"tracks": 9})
+    kept = tmp_path / "head-0001.npz"
+    kept.write_bytes(head.to_bytes())
+    engine = create_db_engine(database_url(db_location))
+    upgrade(engine, "0007")
+    with engine.begin() as conn:
+        for head_id, path, active in ((1, kept, True), (2, tmp_path / "gone.npz", False),
+                                      (3, tmp_path / "also-gone.npz", True)):
+            conn.execute(text(
+                "INSERT INTO heads (id, path, model, genres, tracks, metrics, active, created_at) "
+                "VALUES (:i, :p, :m, '[]', 9, '{}', :a, '2026-11-01')"),
+                {"i": head_id, "p": str(path), "m": "m" if head_id == 1 else "other", "a": active})
+    engine.dispose()
+    library = Library(db_location)
+    kept.unlink()  # from now on the file plays no part
+    assert active_head_id(library, "m") == 1
+    loaded = active_head(library, "m")
+    assert loaded is not None and loaded.genres == ["Mine", "Yours"] and loaded.meta["tracks"] == 9
+    assert active_head_id(library, "other") is None  # its file was not here: deactivated
+    with library.engine.connect() as conn:
+        assert conn.execute(text("SELECT id, active FROM heads ORDER BY id")).all() == [
+            (1, True), (2, False), (3, False)]
+    library.close()

@@ -5,10 +5,9 @@ Applying it needs numpy only; learning one (``libtagger.library.personal``) need
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,26 +52,27 @@ class PersonalHead:
         return [GenreScore(self.genres[i], round(float(track[i]), 4), round(float(winners[i]), 4))
                 for i in order]
 
-    def save(self, path: Path) -> None:
-        """Write the head as plain arrays in an .npz file."""
+    def to_bytes(self) -> bytes:
+        """The head as plain arrays in .npz form (what the database stores)."""
         meta = {**self.meta, "format": HEAD_FORMAT, "model": self.model, "genres": self.genres}
-        with open(path, "wb") as out:
-            np.savez(out, mean=self.mean, scale=self.scale, coef=self.coef,
-                     intercept=self.intercept, meta=np.array(json.dumps(meta)))
+        out = io.BytesIO()
+        np.savez(out, mean=self.mean, scale=self.scale, coef=self.coef,
+                 intercept=self.intercept, meta=np.array(json.dumps(meta)))
+        return out.getvalue()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PersonalHead:
-        """Read a head written by :meth:`save`.
+    def from_bytes(cls, data: bytes, name: str = "the personal head") -> PersonalHead:
+        """Read a head written by :meth:`to_bytes`.
 
         Raises:
-            LearnError: the file is missing, damaged or of an unknown format.
+            LearnError: the data is damaged or of an unknown format.
         """
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                meta = json.loads(str(arrays["meta"]))
                 if meta.get("format") != HEAD_FORMAT:
-                    raise LearnError(f"{path}: unknown head format {meta.get('format')!r}")
-                return cls(list(meta["genres"]), data["mean"], data["scale"], data["coef"],
-                           data["intercept"], meta["model"], meta)
+                    raise LearnError(f"{name}: unknown head format {meta.get('format')!r}")
+                return cls(list(meta["genres"]), arrays["mean"], arrays["scale"],
+                           arrays["coef"], arrays["intercept"], meta["model"], meta)
         except (OSError, ValueError, KeyError) as exc:
-            raise LearnError(f"cannot read the personal head {path}: {exc}") from exc
+            raise LearnError(f"cannot read {name}: {exc}") from exc

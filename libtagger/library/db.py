@@ -266,12 +266,15 @@ class Job(Base):
 
 
 class Head(Base):
-    """A personal genre head trained by ``libtagger learn``: its file and how well it did."""
+    """A personal genre head trained by ``libtagger learn``: the head itself and how well it
+    did. Kept in the database, so that every machine sharing it uses the same head."""
 
     __tablename__ = "heads"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str]
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The head (``PersonalHead.to_bytes``: arrays in .npz form); None for a head whose file
+    (before migration 0008) was not found, which is then inactive."""
     model: Mapped[str] = mapped_column(String(200))
     """The CNN models whose embeddings it was trained on (it only fits those)."""
     genres: Mapped[list[str]] = mapped_column(JSON)

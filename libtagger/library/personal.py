@@ -15,7 +15,8 @@ sounds are "Minimal" and which "Hard Techno".
 * **Keep the better head.** A new head replaces the active one only if its cross-validated
   accuracy is at least as good.
 
-The head is a small ``.npz`` file of plain arrays (no pickle), recorded in the ``heads`` table.
+The head is a few plain arrays (.npz form, no pickle) stored in the ``heads`` table, so that
+every machine sharing a database applies the same head.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select, update
@@ -170,7 +170,7 @@ def track_folds(y: np.ndarray, groups: np.ndarray,
 
 def learn(library: Library, config: Config, model_name: str, genres_of: GenresOf,
           roots: list[str] | None = None, force: bool = False,
-          head_dir: Path | None = None) -> LearnReport:
+) -> LearnReport:
     """Harvest, cross-validate, train on everything, save, and activate if no worse.
 
     Raises:
@@ -234,28 +234,22 @@ def learn(library: Library, config: Config, model_name: str, genres_of: GenresOf
         genres={display[k]: counts[k] for k in kept}, dropped=dropped, personal=personal,
         default=default, accuracy_interval=wilson_interval(correct, len(usable)), folds=folds,
     )
-    _store(library, head, report, force, head_dir)
+    _store(library, head, report, force)
     return report
 
 
-def _store(library: Library, head: PersonalHead, report: LearnReport, force: bool,
-           head_dir: Path | None) -> None:
-    """Save the head file, record it, and activate it if it is no worse than the active one."""
-    folder = head_dir or heads_folder(library)
-    folder.mkdir(parents=True, exist_ok=True)
+def _store(library: Library, head: PersonalHead, report: LearnReport, force: bool) -> None:
+    """Record the head in the database, and activate it if it is no worse than the active one."""
     metrics = {"accuracy": report.personal.accuracy, "interval": report.accuracy_interval,
                "per_genre": report.personal.per_genre, "default_accuracy": report.default.accuracy,
                "folds": report.folds}
     with library.session() as session:
         active = session.scalars(select(Head).where(Head.active.is_(True))).first()
         previous = active.metrics.get("accuracy") if active and active.model == head.model else None
-        row = Head(path="", model=head.model, genres=head.genres, tracks=head.meta["tracks"],
-                   metrics=metrics, active=False)
+        row = Head(data=head.to_bytes(), model=head.model, genres=head.genres,
+                   tracks=head.meta["tracks"], metrics=metrics, active=False)
         session.add(row)
         session.flush()
-        path = folder / f"head-{row.id:04d}.npz"
-        head.save(path)
-        row.path = str(path)
         report.head_id = row.id
         report.previous_accuracy = previous
         # A head must beat the default genres on the very tracks it was measured on, and be
@@ -273,25 +267,17 @@ def _store(library: Library, head: PersonalHead, report: LearnReport, force: boo
             report.activated = True
 
 
-def heads_folder(library: Library) -> Path:
-    """Where head files live: beside a SQLite database, else in the user's data folder."""
-    if library.url.startswith("sqlite:///"):
-        return Path(library.url[len("sqlite:///"):]).parent / "heads"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("libtagger")) / "heads"
-
-
-def active_head_path(library: Library, model_name: str) -> str | None:
-    """The file of the active head trained on these models' embeddings, if there is one."""
+def active_head_id(library: Library, model_name: str) -> int | None:
+    """The id of the active head trained on these models' embeddings, if there is one."""
     with library.reader() as session:
-        row = session.scalars(
-            select(Head).where(Head.active.is_(True), Head.model == model_name)
-        ).first()
-        return row.path if row else None
+        return session.scalar(
+            select(Head.id).where(Head.active.is_(True), Head.model == model_name).limit(1))
 
 
 def active_head(library: Library, model_name: str) -> PersonalHead | None:
     """The active head trained on these models' embeddings, if there is one."""
-    path = active_head_path(library, model_name)
-    return PersonalHead.load(path) if path else None
+    with library.reader() as session:
+        row = session.execute(
+            select(Head.id, Head.data).where(Head.active.is_(True), Head.model == model_name)
+            .limit(1)).first()
+    return PersonalHead.from_bytes(row.data, f"personal head {row.id}") if row else None

@@ -94,7 +94,7 @@ class Daemon:
         self.roots_from_config = roots_from_config
         """The roots are library.roots (none on the command line): a reload applies them."""
         self.roots = [self._root_watch(path, config) for path in _real_roots(roots)]
-        self._head_path: str | None = None
+        self._head_id: int | None = None
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.notifier = Notifier()
@@ -167,7 +167,7 @@ class Daemon:
         from libtagger.library.personal import active_head
 
         head = None
-        self._head_path = self._active_head_path()
+        self._head_id = self._active_head_id()
         if self.config.personal.mode != "off":
             head = active_head(self.library, "+".join(self.config.classifier.models))
         self._pool = make_runner(self.config, self.jobs, head)
@@ -521,7 +521,7 @@ class Daemon:
         restart = (replace(new, watch=old.watch, library=replace(new.library, roots=(),
                                                                  database="", jobs=0))
                    != replace(old, library=replace(old.library, roots=(), database="", jobs=0))
-                   or self._active_head_path(new) != self._head_path)
+                   or self._active_head_id(new) != self._head_id)
         self.config = new
         if restart:
             while self.in_flight:
@@ -570,13 +570,13 @@ class Daemon:
         polled = set(_real_roots(config.watch.polling_roots))
         return RootWatch(path, self.polling or config.watch.polling or path in polled)
 
-    def _active_head_path(self, config: Config | None = None) -> str | None:
-        from libtagger.library.personal import active_head_path
+    def _active_head_id(self, config: Config | None = None) -> int | None:
+        from libtagger.library.personal import active_head_id
 
         config = config or self.config
         if config.personal.mode == "off":
             return None
-        return active_head_path(self.library, "+".join(config.classifier.models))
+        return active_head_id(self.library, "+".join(config.classifier.models))
 
 
 def _real_roots(roots: Iterable[str]) -> list[str]:
