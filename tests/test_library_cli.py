@@ -182,3 +182,28 @@ def test_every_command_spells_machine_output_the_same_way(scanned):
     assert fields["tracks"] == "3" and fields["status.done"] == "3"
     clash = CliRunner().invoke(main, ["--db", str(db), "query", "--json", "--format", "csv"])
     assert clash.exit_code == 2 and "disagree" in clash.stderr
+
+
+def test_verbose_is_one_line_per_track_and_very_verbose_adds_only_libtaggers_debug(scanned):
+    """-v: one line per track (decision and what happened to its tag); -vv: libtagger's debug
+    lines too; never another library's chatter (numba's compiler once printed thousands)."""
+    root, db = scanned
+    tracks = sorted(str(p) for p in root.rglob("*.*"))
+    runner = CliRunner()
+    once = runner.invoke(main, ["-v", "--db", str(db), "scan", "--force", "--no-write",
+                                "--jobs", "1", str(root)])
+    crash_free(once)
+    assert once.exit_code == 0, once.output
+    lines = [line for line in once.stderr.splitlines() if line.strip()]
+    per_track = [line for line in lines if " INFO libtagger.pipeline.scan: " in line]
+    assert len(per_track) == len(tracks)
+    for track in tracks:  # its genres; what happened to its tag
+        (line,) = [line for line in per_track if f"scan: {track}: " in line]
+        assert "; " in line.split(f"{track}: ", 1)[1]
+    assert not [line for line in lines if " DEBUG " in line]
+    twice = runner.invoke(main, ["-vv", "--db", str(db), "scan", "--force", "--no-write",
+                                 "--jobs", "1", str(root)])
+    crash_free(twice)
+    logged = [line for line in twice.stderr.splitlines() if line[:4].isdigit()]
+    assert any(" DEBUG libtagger.pipeline.scan: 3 tracks to classify" in line for line in logged)
+    assert all(line.split()[3].startswith("libtagger") for line in logged), logged

@@ -240,6 +240,7 @@ def _walk(roots: list[str], summary: ScanSummary,
             progress("walk", len(found), 0)
     summary.found = len(found)
     summary.unreadable, summary.refused = walk.unreadable, walk.refused
+    log.debug("found %d audio files under %s", len(found), ", ".join(map(display_path, roots)))
     return found, walk
 
 
@@ -363,6 +364,8 @@ def _process(library: Library, runner: Runner[Any, Any], analyser: Analyser, con
     """Analyse the tracks (in the workers or on the cluster); store each result and apply its
     write here, as it comes."""
     total = len(refs)
+    log.debug("%d tracks to classify (%d new, %d changed), on %s", total, summary.new,
+              summary.changed, type(analyser).__name__)
     if progress:
         progress("classify", 0, total)
     for done, (ref, analysis) in enumerate(analyser.run(refs), start=1):
