@@ -183,7 +183,9 @@ def test_moves_renames_deletes_and_folders(tmp_path, watcher, songs):
     os.rename(song, renamed)
     wait_for(lambda: str(renamed) in done_paths(w.db), 30, "the rename to be followed")
     assert rows(w.db, "SELECT created_at FROM classifications") == [classified_at]
-    wait_for(lambda: f"moved: {song} -> {renamed}" in w.output(), 10, "the move in the log")
+    # An inotify move, or (the new folder not watched yet) a delete plus a create of the same
+    # audio: either way the log says so.
+    wait_for(lambda: f"moved: {song} -> {renamed} (" in w.output(), 10, "the move in the log")
 
     outside = tmp_path / "Incoming" / "Some Album"
     outside.mkdir(parents=True)
@@ -196,7 +198,7 @@ def test_moves_renames_deletes_and_folders(tmp_path, watcher, songs):
     renamed.unlink()
     wait_for(lambda: rows(w.db, "SELECT status FROM tracks WHERE path = ?",
                           os.fsencode(renamed)) == [("missing",)], 30, "the delete")
-    wait_for(lambda: f"deleted: {renamed} (1 track marked missing" in w.output(), 10,
+    wait_for(lambda: f"deleted: {renamed} (" in w.output(), 10,
              "the delete in the log")
     assert rows(w.db, "SELECT count(*) FROM classifications") == [(3,)]  # history kept
     assert w.stop() == 0

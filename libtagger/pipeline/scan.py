@@ -191,11 +191,16 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
         for track_id, f in moves.items():
             track = session.get(Track, track_id)
             assert track is not None
+            log.info("moved: %s -> %s (the same audio; genres and history kept)",
+                     display_path(track.path), display_path(f.path))
             track.path, track.size, track.mtime_ns = f.path, f.size, f.mtime_ns
             if track.status == "missing":
                 track.status = "done" if track.classification else "pending"
             track.missing_since = None
         gone = [r.id for r in vanished if r.id not in moves]
+        for r in vanished:
+            if r.id not in moves:
+                log.info("deleted: %s (marked missing, history kept)", display_path(r.path))
         for ids in chunks(gone):
             session.execute(
                 update(Track).where(Track.id.in_(ids))
