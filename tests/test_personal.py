@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import audiogen
 import numpy as np
@@ -64,10 +65,9 @@ SPELLINGS = {"Deep Drone": ["Deep Drone", "deep-drone", "DEEP DRONE"],
              "Hard Noise": ["Hard Noise", "hard noise"], "Glass Bells": ["Glass Bells"]}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A scanned library: 5 user-tagged tracks per family, 1 untagged each; then `learn`."""
-    base = tmp_path_factory.mktemp("personal")
+def tagged_library(base: Path) -> tuple[Path, Path, dict[str, Path], Path]:
+    """5 user-tagged tracks per family under Music, 1 untagged each under Incoming, and a
+    config: (root, incoming, the untagged track of each genre, config)."""
     root = base / "Music"
     incoming = base / "Incoming"
     fresh = {}
@@ -82,6 +82,14 @@ def trained(tmp_path_factory) -> dict:
                                       rate=RATE)
     config = base / "config.toml"
     config.write_text("[library]\nsettle_seconds = 0\n[personal]\nmin_tracks = 4\n")
+    return root, incoming, fresh, config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A scanned library: 5 user-tagged tracks per family, 1 untagged each; then `learn`."""
+    base = tmp_path_factory.mktemp("personal")
+    root, incoming, fresh, config = tagged_library(base)
     db = base / "lib.db"
     runner = CliRunner()
     scan = runner.invoke(main, ["--config", str(config), "--db", str(db), "scan", "--jobs", "1",
@@ -232,3 +240,18 @@ def test_a_genre_restored_by_undo_is_the_users_own(tmp_path):
     assert read_genres(path) == ["Polka"]
     found = harvest(Library(db), config, genres_of(config))
     assert [t.genre for t in found] == ["Polka"]
+
+
+def test_learn_and_apply_your_genres_on_postgresql(tmp_path, pg_url):
+    """learn on a PostgreSQL database: the head is stored in it, and a scan applies it."""
+    root, incoming, fresh, config = tagged_library(tmp_path)
+    args = ["--config", str(config), "--db", pg_url]
+    runner = CliRunner()
+    scan = runner.invoke(main, [*args, "scan", "--jobs", "1", str(root)])
+    assert scan.exit_code == 0, scan.output
+    learned = runner.invoke(main, [*args, "learn", "--out", str(tmp_path / "report")])
+    assert learned.exit_code == 0 and "is now active" in learned.stdout, learned.output
+    scan = runner.invoke(main, [*args, "scan", "--jobs", "1", str(incoming)])
+    assert scan.exit_code == 0, scan.output
+    assert {genre: read_genres(path) for genre, path in fresh.items()} == {
+        genre: [genre] for genre in fresh}

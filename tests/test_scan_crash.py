@@ -122,6 +122,8 @@ def test_ctrl_c_in_a_terminal_says_so_on_its_own_line_and_the_next_scan_resumes(
     _, status = os.waitpid(pid, 0)
     os.close(terminal)
     assert os.waitstatus_to_exitcode(status) == 130, output.decode(errors="replace")
+    # The first seconds say what is happening, one phase at a time, before the count starts.
+    assert 0 <= output.find(b"starting workers, loading models") < output.find(b"classifying")
     message = b"interrupted: what was done is saved"
     assert _screen_line(output, message).startswith(message.decode()), output
     assert b"Traceback" not in output and b"KeyboardInterrupt" not in output, output
