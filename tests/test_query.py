@@ -631,3 +631,22 @@ def test_stored_genres_are_every_distinct_name(genres_lib):
     with genres_lib.session() as session:
         names = stored_genres(session)  # in the database's collation
         assert sorted(names) == ["Hard Rock", "Hip-Hop", "House", "Rock", "Techno"]
+
+
+@BOTH
+def test_stats_count_top_genres_and_confidence_buckets_edges_included(library):
+    from libtagger.query.report import library_stats
+
+    add(library, "/m/a.mp3", (("House", 0.7, 0.25), ("Techno", 0.6, 0.9)))  # top only
+    add(library, "/m/b.mp3", (("House", 0.7, 0.5),))
+    add(library, "/m/c.mp3", (("Jazz", 0.7, 0.51),))
+    add(library, "/m/d.mp3", (("Jazz", 0.7, 1.0),))
+    add(library, "/m/e.mp3", (("Jazz", 0.7, 0.0),))
+    add(library, "/m/gone.mp3", (("Polka", 0.9, 0.9),), status="missing")  # not counted
+    add(library, "/m/bad.mp3", None, status="failed", error="cannot decode")
+    report = library_stats(library)
+    assert report["tracks"] == 7 and report["status"] == {"done": 5, "failed": 1, "missing": 1}
+    assert report["genres"] == {"Jazz": 3, "House": 2}
+    assert report["confidence"] == {"0.00-0.25": 2, "0.25-0.50": 1, "0.50-0.75": 1,
+                                    "0.75-1.00": 1}
+    assert report["failures"] == [{"path": "/m/bad.mp3", "error": "cannot decode"}]
