@@ -620,10 +620,14 @@ def test_collecting_few_matches_first_changes_no_answer(genres_lib, monkeypatch)
                "genre:*rock -genre:house", "genre:house confidence:<0.5 | format:flac",
                "rank:1 score:<0.3")
     orders = ("path", "-score")
-    collected = {(q, o): find(genres_lib, q, order_by=o) for q in queries for o in orders}
+    # A page (limit) is what the probe is for; without one, both ways are the plain query.
+    collected = {(q, o): find(genres_lib, q, order_by=o, limit=50) for q in queries
+                 for o in orders}
     assert collected["genre:house", "path"] == ["/m/house.mp3", "/m/mix.mp3"]
+    assert all(find(genres_lib, q, order_by=o) == paths for (q, o), paths in collected.items())
     monkeypatch.setattr(language, "FEW_MATCHES", 0)  # every condition "matches many"
-    assert {(q, o): find(genres_lib, q, order_by=o) for q in queries for o in orders} == collected
+    assert {(q, o): find(genres_lib, q, order_by=o, limit=50) for q in queries
+            for o in orders} == collected
 
 
 @BOTH

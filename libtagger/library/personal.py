@@ -27,6 +27,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
@@ -270,14 +271,17 @@ def _store(library: Library, head: PersonalHead, report: LearnReport, force: boo
 def active_head_id(library: Library, model_name: str) -> int | None:
     """The id of the active head trained on these models' embeddings, if there is one."""
     with library.reader() as session:
-        return session.scalar(
-            select(Head.id).where(Head.active.is_(True), Head.model == model_name).limit(1))
+        return session.scalar(select(Head.id).where(*_usable(model_name)).limit(1))
 
 
 def active_head(library: Library, model_name: str) -> PersonalHead | None:
     """The active head trained on these models' embeddings, if there is one."""
     with library.reader() as session:
         row = session.execute(
-            select(Head.id, Head.data).where(Head.active.is_(True), Head.model == model_name)
-            .limit(1)).first()
+            select(Head.id, Head.data).where(*_usable(model_name)).limit(1)).first()
     return PersonalHead.from_bytes(row.data, f"personal head {row.id}") if row else None
+
+
+def _usable(model_name: str) -> tuple[Any, ...]:
+    """The active head of these models, with its arrays (one migrated without is never used)."""
+    return Head.active.is_(True), Head.model == model_name, Head.data.is_not(None)

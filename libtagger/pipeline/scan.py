@@ -197,9 +197,10 @@ def plan_scan(library: Library, roots: list[str], force: bool, summary: ScanSumm
             if track.status == "missing":
                 track.status = "done" if track.classification else "pending"
             track.missing_since = None
-        gone = [r.id for r in vanished if r.id not in moves]
+        gone: list[int] = []
         for r in vanished:
             if r.id not in moves:
+                gone.append(r.id)
                 log.info("deleted: %s (marked missing, history kept)", display_path(r.path))
         for ids in chunks(gone):
             session.execute(

@@ -121,9 +121,9 @@ def walk_library(roots: Iterable[str], walk: Walk | None = None) -> Iterator[Fou
     walk = walk if walk is not None else Walk()
     seen_dirs: set[tuple[int, int]] = set()
     # A folder root may itself be a symlink (the user chose it); a file root never is followed.
-    roots = {os.path.realpath(r) if os.path.isdir(r) else os.path.abspath(r)
+    named = {os.path.realpath(r) if os.path.isdir(r) else os.path.abspath(r)
              for r in map(os.path.expanduser, roots)}
-    stack = sorted(roots, reverse=True)
+    stack = sorted(named, reverse=True)
     while stack:
         folder = stack.pop()
         try:
@@ -131,7 +131,7 @@ def walk_library(roots: Iterable[str], walk: Walk | None = None) -> Iterator[Fou
         except OSError as exc:
             walk.unreadable.append((folder, exc.strerror or str(exc)))
             continue
-        if folder in roots and not stat_module.S_ISDIR(st.st_mode):  # a file named as a root
+        if folder in named and not stat_module.S_ISDIR(st.st_mode):  # a file named as a root
             found = _found(folder, os.path.basename(folder), st) if stat_module.S_ISREG(
                 st.st_mode) else None
             if found is None:

@@ -564,10 +564,14 @@ def select_tracks(
     genres = stored_genres(session) if uses_genre else []
     if uses_genre:
         _check_genre_names(query, genres)
+    def few(rows: Select[Any]) -> bool:
+        return len(session.execute(rows.limit(FEW_MATCHES + 1)).all()) <= FEW_MATCHES
+
+    # Only a page (a limit) gains from collecting few matches first: a whole listing is read
+    # and sorted in full either way, so it is spared the probe.
     statement = (
         select(Track)
-        .where(build_filter(query, genres, lambda rows: len(
-            session.execute(rows.limit(FEW_MATCHES + 1)).all()) <= FEW_MATCHES))
+        .where(build_filter(query, genres, few if limit is not None else None))
         .order_by(*_ordering(order_by))
         .options(selectinload(Track.classification).selectinload(Classification.genres))
     )

@@ -430,7 +430,7 @@ class Daemon:
         if moved:
             log.info("moved: %s -> %s (%d track%s, genres and history kept)",
                      display_path(job.path), display_path(job.dest), moved, "s"[:moved != 1])
-        if not moved:  # moved in from outside the library (or unknown): new to us
+        else:  # moved in from outside the library (or unknown): new to us
             kind = "folder" if os.path.isdir(job.dest) else "file"
             enqueue(self.library, kind, job.dest)
         finish(self.library, job.id)
